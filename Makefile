@@ -1,0 +1,35 @@
+# `make install` builds two virtualenvs: .venv for the backend, .venv-ls for Label Studio
+# (its pins -- Django, rq 2.x, redis 5.x -- are not ours, as in docker-compose where they are two containers).
+PYTHON ?= python3
+VENV ?= .venv
+LS_VENV ?= .venv-ls
+LABEL_STUDIO_VERSION ?= 1.23.2
+PY := $(VENV)/bin/python
+
+.PHONY: install test serve benchmark clean
+
+install: $(VENV)/.installed $(LS_VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet label-studio==$(LABEL_STUDIO_VERSION)
+	touch $@
+
+test: install
+	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+serve: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m backend serve
+
+benchmark: install
+	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark_predict.py
+
+clean:
+	rm -rf $(VENV) $(LS_VENV) .pytest_cache

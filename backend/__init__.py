@@ -1,0 +1,1 @@
+"""A Label Studio ML backend with a live active-learning loop for tweet classification."""

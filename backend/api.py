@@ -1,0 +1,136 @@
+"""The ML backend protocol as Label Studio 1.23 calls it: a thin HTTP layer over the model store.
+
+Routes only parse the request and delegate; the answer's shape lives in response.py, the scoring in
+predictor.py. /health and /setup never load a model, so they answer in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from . import metrics, response
+from .errors import BackendError, BadRequest
+from .labels import parse_label_config
+from .predictor import predict_tasks
+from .registry import scope_of
+from .serving import ModelStore
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Routes Label Studio reaches without credentials (it sends webhooks without basic auth).
+OPEN_ROUTES = {"health", "webhook"}
+
+
+def create_app(settings: Settings | None = None, store: ModelStore | None = None) -> Flask:
+    settings = settings or Settings()
+    store = store or ModelStore(settings)
+    store.warm_up()  # load at start, never on the first request
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = int(settings.max_body_mb * 1024 * 1024)
+    app.extensions["model_store"] = store
+    serving = {"version": None}
+
+    @app.before_request
+    def _start():
+        g.started = time.perf_counter()
+        if settings.basic_auth and request.endpoint not in OPEN_ROUTES:
+            auth = request.authorization
+            given = (auth.username or "", auth.password or "") if auth and auth.type == "basic" else ("", "")
+            if not all(hmac.compare_digest(a, b) for a, b in zip(given, settings.basic_auth)):
+                return _error("authentication required", 401, {"WWW-Authenticate": 'Basic realm="ml-backend"'})
+
+    @app.after_request
+    def _record(resp: Response):
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.REQUESTS.labels(route, request.method, str(resp.status_code)).inc()
+        metrics.LATENCY.labels(route).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        return resp
+
+    @app.errorhandler(Exception)
+    def _handle(exc: Exception):
+        if isinstance(exc, BackendError):
+            return _error(str(exc), exc.status)
+        if isinstance(exc, HTTPException):
+            return _error(exc.description or exc.name, exc.code or 500)
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error("internal error: see the backend's log", 500)
+
+    @app.get("/")
+    @app.get("/health")
+    def health():
+        return jsonify(status="UP", model_class="Classifier", uncertainty=settings.uncertainty)
+
+    @app.post("/setup")
+    def setup():
+        body = _json_body()
+        parse_label_config(body.get("schema") or "")
+        return jsonify(model_version=store.version_for(_project(body)))
+
+    @app.post("/predict")
+    def predict():
+        body = _json_body()
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list):
+            raise BadRequest("the body needs `tasks`: a list of Label Studio tasks")
+        config = parse_label_config(body.get("label_config") or "")
+        classifier = store.get(_project(body))
+        if serving["version"] != classifier.version:
+            metrics.serving(classifier.version, serving["version"])
+            serving["version"] = classifier.version
+        results = predict_tasks(
+            classifier, config, tasks, strategy=settings.uncertainty, max_chars=settings.max_text_chars
+        )
+        served = sum(1 for r in results if r is not response.NO_PREDICTION)
+        metrics.PREDICTIONS.labels(classifier.version).inc(served)
+        metrics.TASKS_WITHOUT_PREDICTION.inc(len(results) - served)
+        return jsonify(response.predictions(results, classifier.version))
+
+    @app.post("/webhook")
+    def webhook():
+        if settings.webhook_secret and not hmac.compare_digest(
+            request.headers.get("X-Webhook-Secret", ""), settings.webhook_secret
+        ):
+            return _error("wrong or missing X-Webhook-Secret header", 403)
+        body = _json_body()
+        action = body.get("action")
+        if not isinstance(action, str) or not action:
+            raise BadRequest("a webhook body needs `action`")
+        return jsonify(status="ok", action=action)
+
+    @app.get("/versions")
+    def versions():
+        scope = scope_of(request.args.get("project"))
+        names = [v.name for v in store.registry.versions(scope)]
+        return jsonify(versions=names, current=store.version_for(scope))
+
+    @app.get("/metrics")
+    def prometheus():
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type)
+
+    return app
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object (Content-Type: application/json)")
+    return body
+
+
+def _project(body: dict) -> str:
+    try:
+        return scope_of(body.get("project"))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _error(message: str, status: int, headers: dict | None = None):
+    return jsonify(error=message, status=status), status, headers or {}

@@ -1,0 +1,119 @@
+"""Command line: `python -m backend serve | train | predict | versions`.
+
+Each command is a thin wrapper over a package function; heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+
+from .settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the ML backend (gunicorn, port 9090)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+
+    train = commands.add_parser("train", help="fine-tune on a labeled CSV (text,label) and store a version")
+    train.add_argument("--csv", required=True, type=Path)
+    train.add_argument("--project", help="Label Studio project id (default: the version every project uses)")
+    train.add_argument("--base-model", help="model to fine-tune (default: MODEL_NAME)")
+    train.add_argument("--epochs", type=float, default=4)
+    train.add_argument("--learning-rate", type=float, default=5e-5)
+    train.add_argument("--eval-fraction", type=float, default=0.2)
+
+    predict = commands.add_parser("predict", help="score a CSV (id,text) offline, most uncertain first")
+    predict.add_argument("--csv", required=True, type=Path)
+    predict.add_argument("--out", required=True, type=Path)
+    predict.add_argument("--project", help="use this project's version (default: the default version)")
+    predict.add_argument("--threshold", type=float, help="keep only rows with margin <= THRESHOLD")
+
+    commands.add_parser("versions", help="list stored model versions")
+
+    args = parser.parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        {"serve": _serve, "train": _train, "predict": _predict, "versions": _versions}[args.command](args, settings)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        sys.exit(f"error: {exc}")
+    except Exception as exc:
+        from .errors import BackendError
+
+        if isinstance(exc, BackendError):
+            sys.exit(f"error: {exc}")
+        raise
+
+
+def _serve(args, settings: Settings) -> None:
+    from .server import serve
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    serve(settings.model_copy(update=overrides))
+
+
+def _read_csv(path: Path, required: list[str]) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} lacks column(s) {missing}; found {reader.fieldnames}")
+        return list(reader)
+
+
+def _train(args, settings: Settings) -> None:
+    from .registry import Registry, scope_of
+    from .training import TrainConfig, train_version
+
+    rows = [r for r in _read_csv(args.csv, ["text", "label"]) if r["label"].strip()]
+    classes = sorted({r["label"].strip() for r in rows})
+    config = TrainConfig(
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        eval_fraction=args.eval_fraction,
+        max_length=settings.max_length,
+        normalize=settings.normalize_tweets,
+    )
+    version = train_version(
+        [r["text"] for r in rows],
+        [r["label"].strip() for r in rows],
+        classes,
+        base_model=args.base_model or settings.model_name,
+        registry=Registry(settings.model_dir),
+        scope=scope_of(args.project),
+        config=config,
+    )
+    print(f"stored and promoted {version.name} at {version.path}")
+    print(f"held-out metrics: {version.metadata.get('metrics') or 'none (too few labels to hold some out)'}")
+
+
+def _predict(args, settings: Settings) -> None:
+    from .scoring import score_csv
+
+    written = score_csv(args.csv, args.out, settings, project=args.project, threshold=args.threshold)
+    print(f"wrote {written} rows to {args.out}")
+
+
+def _versions(args, settings: Settings) -> None:
+    from .registry import Registry
+
+    registry = Registry(settings.model_dir)
+    scopes = registry.scopes()
+    if not scopes:
+        print(f"no trained versions under {settings.model_dir}")
+    for scope in scopes:
+        current = registry.current(scope)
+        for version in registry.versions(scope):
+            meta = version.metadata
+            f1 = meta.get("metrics", {}).get("f1_macro")
+            mark = "*" if current and current.name == version.name else " "
+            print(f"{mark} {scope:>8} {version.name:<20} labels={meta.get('labels_used', '?'):<6} "
+                  f"f1_macro={f1 if f1 is None else round(f1, 3)}  {meta.get('created_at', '')}")

@@ -1,0 +1,93 @@
+"""The classifier: a Hugging Face sequence-classification model that turns texts into class probabilities.
+
+Inference sorts texts by length and pads each batch only to its longest member (dynamic padding), which is
+most of the speed-up over `transformers.pipeline` on tweets whose lengths vary a lot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from .preprocess import normalize_tweet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Classifier:
+    model: torch.nn.Module
+    tokenizer: object
+    labels: tuple[str, ...]  # class name of each output, in output order
+    version: str
+    trained: bool  # False when the classification head was freshly initialized (random numbers)
+    max_length: int = 128
+    batch_size: int = 64
+    normalize: bool = True
+    # Threads of one server process share the model; torch already uses every core for one batch.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def load(
+        cls,
+        source: str | Path,
+        *,
+        version: str,
+        labels_override: Sequence[str] = (),
+        max_length: int = 128,
+        batch_size: int = 64,
+        normalize: bool = True,
+    ) -> "Classifier":
+        log.info("loading model %s from %s", version, source)
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        model, info = AutoModelForSequenceClassification.from_pretrained(str(source), output_loading_info=True)
+        model.eval()
+        # Weights missing from the checkpoint were freshly (randomly) initialized: its outputs mean nothing yet.
+        missing = sorted(info.get("missing_keys", ()))
+        labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+        if labels_override:
+            if len(labels_override) != len(labels):
+                raise ValueError(
+                    f"MODEL_LABELS names {len(labels_override)} classes but {source} has {len(labels)} outputs"
+                )
+            labels = tuple(labels_override)
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            labels=labels,
+            version=version,
+            trained=not missing,
+            max_length=max_length,
+            batch_size=batch_size,
+            normalize=normalize,
+        )
+
+    def serves(self, classes: Sequence[str]) -> bool:
+        """True when this model's outputs are exactly the project's classes (in any order)."""
+        return self.trained and set(self.labels) == set(classes) and len(self.labels) == len(classes)
+
+    def prepare(self, texts: Sequence[str]) -> list[str]:
+        return [normalize_tweet(t) for t in texts] if self.normalize else list(texts)
+
+    def predict_proba(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """(len(texts), len(self.labels)) softmax probabilities, rows in the order of `texts`."""
+        probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        if not texts:
+            return probs
+        encoded = self.tokenizer(self.prepare(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        order = np.argsort([len(ids) for ids in encoded], kind="stable")
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        with self._lock, torch.inference_mode():
+            for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
+                inputs = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+                logits = self.model(**inputs).logits
+                probs[batch] = torch.softmax(logits.float(), dim=-1).numpy()
+        return probs

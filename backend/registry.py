@@ -1,0 +1,131 @@
+"""Trained model versions on disk, one folder per scope (a Label Studio project id, or "default").
+
+    MODEL_DIR/<scope>/versions/<version>/   weights, tokenizer, metadata.json
+    MODEL_DIR/<scope>/CURRENT               the name of the version being served
+
+A version is written under a hidden staging folder, renamed into `versions/` complete, and only then named
+in CURRENT (replaced atomically). A crash at any point leaves the previous version serving and no
+half-written version visible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+DEFAULT_SCOPE = "default"
+METADATA = "metadata.json"
+_VERSION = re.compile(r"-v(\d+)$")
+
+
+def scope_of(project: str | int | None) -> str:
+    """Label Studio sends projects as "<id>.<created_at>"; the id names the scope."""
+    if project is None or str(project).strip() == "":
+        return DEFAULT_SCOPE
+    scope = str(project).split(".", 1)[0].strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", scope):
+        raise ValueError(f"invalid project id {project!r}")
+    return scope
+
+
+@dataclass(frozen=True)
+class Version:
+    scope: str
+    name: str
+    path: Path
+
+    @property
+    def metadata(self) -> dict:
+        try:
+            return json.loads((self.path / METADATA).read_text())
+        except FileNotFoundError:
+            return {}
+
+
+class Registry:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def _scope_dir(self, scope: str) -> Path:
+        return self.root / scope
+
+    def current(self, scope: str) -> Version | None:
+        try:
+            name = (self._scope_dir(scope) / "CURRENT").read_text().strip()
+        except FileNotFoundError:
+            return None
+        path = self._scope_dir(scope) / "versions" / name
+        return Version(scope, name, path) if name and path.is_dir() else None
+
+    def resolve(self, project: str | int | None) -> Version | None:
+        """The version serving a project: its own, else the default one, else None (nothing trained)."""
+        scope = scope_of(project)
+        return self.current(scope) or (self.current(DEFAULT_SCOPE) if scope != DEFAULT_SCOPE else None)
+
+    def versions(self, scope: str) -> list[Version]:
+        folder = self._scope_dir(scope) / "versions"
+        found = [Version(scope, p.name, p) for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+        return sorted(found, key=lambda v: _number(v.name))
+
+    def scopes(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir()) if self.root.is_dir() else []
+
+    def _next_name(self, scope: str) -> str:
+        prefix = DEFAULT_SCOPE if scope == DEFAULT_SCOPE else f"project{scope}"
+        numbers = [_number(v.name) for v in self.versions(scope)]
+        return f"{prefix}-v{max(numbers, default=0) + 1}"
+
+    @contextmanager
+    def stage(self, scope: str) -> Iterator[Path]:
+        """A private folder to write a version into; removed if the block fails."""
+        base = self._scope_dir(scope)
+        base.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def promote(self, scope: str, staged: Path, metadata: dict) -> Version:
+        """Move a complete staged folder into `versions/` under the next name and make it CURRENT."""
+        versions = self._scope_dir(scope) / "versions"
+        versions.mkdir(parents=True, exist_ok=True)
+        while True:
+            name = self._next_name(scope)
+            meta = {**metadata, "version": name, "scope": scope, "promoted_at": time.time()}
+            _write_atomic(staged / METADATA, json.dumps(meta, indent=2, ensure_ascii=False))
+            try:
+                os.rename(staged, versions / name)  # fails if a concurrent run took the name: try the next one
+                break
+            except OSError:
+                if not (versions / name).exists():
+                    raise
+        self.set_current(scope, name)
+        return Version(scope, name, versions / name)
+
+    def set_current(self, scope: str, name: str) -> None:
+        if not (self._scope_dir(scope) / "versions" / name).is_dir():
+            raise FileNotFoundError(f"no version {name!r} in scope {scope!r}")
+        _write_atomic(self._scope_dir(scope) / "CURRENT", name + "\n")
+
+
+def _number(name: str) -> int:
+    match = _VERSION.search(name)
+    return int(match.group(1)) if match else 0
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

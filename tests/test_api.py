@@ -1,0 +1,163 @@
+"""The protocol through Flask's test client, with the real (briefly trained) MiniLM model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from backend import uncertainty
+from backend.api import create_app
+from backend.predictor import class_probabilities
+from backend.labels import parse_label_config
+from backend.settings import Settings
+from tests.conftest import LABEL_CONFIG, read_demo
+
+TWEETS = [r["text"] for r in read_demo("tweets_pool.csv")[:20]]
+
+
+def _predict_body(texts, **extra):
+    tasks = [{"id": i + 1, "data": {"text": t}, "annotations": [], "predictions": []} for i, t in enumerate(texts)]
+    return {"tasks": tasks, "project": "1.1700000000", "label_config": LABEL_CONFIG, "params": {}, **extra}
+
+
+def test_health_and_root(client):
+    for path in ("/health", "/"):
+        answer = client.get(path)
+        assert answer.status_code == 200 and answer.json["status"] == "UP"
+
+
+def test_setup_reports_the_served_version(client, app):
+    answer = client.post("/setup", json={"project": "1.1700000000", "schema": LABEL_CONFIG, "hostname": "x",
+                                         "access_token": "t", "extra_params": None})
+    assert answer.status_code == 200
+    assert answer.json["model_version"] == "default-v1"
+    assert app.extensions["model_store"].get("1").version == "default-v1"
+
+
+def test_predict_one_entry_per_task_with_margin_scores(client, app):
+    answer = client.post("/predict", json=_predict_body(TWEETS))
+    assert answer.status_code == 200
+    results = answer.json["results"]
+    assert len(results) == len(TWEETS)
+
+    classifier = app.extensions["model_store"].get("1")
+    config = parse_label_config(LABEL_CONFIG)
+    probs = class_probabilities(classifier, config, TWEETS)
+    margins = np.abs(probs[:, 0] - probs[:, 1])
+    for result, p, m in zip(results, probs, margins):
+        assert result["model_version"] == "default-v1"
+        assert result["score"] == pytest.approx(m, abs=1e-5)
+        [region] = result["result"]
+        assert region == {"from_name": "label", "to_name": "text", "type": "choices",
+                          "value": {"choices": [config.classes[int(p.argmax())]]}}
+    assert answer.json["model_version"] == "default-v1"
+
+
+def test_scores_do_not_depend_on_the_batch(client):
+    alone = client.post("/predict", json=_predict_body(TWEETS[3:4])).json["results"][0]["score"]
+    batched = client.post("/predict", json=_predict_body(TWEETS)).json["results"][3]["score"]
+    assert alone == pytest.approx(batched, abs=1e-4)
+
+
+def test_bad_tasks_get_empty_slots_in_place(client):
+    texts = ["Los migrantes aportan mucho al país", "x" * 100_000, "", "Que se vayan todos a su país"]
+    body = _predict_body(texts)
+    body["tasks"].append({"id": 9, "data": {"other": "no text field"}})
+    body["tasks"].append({"id": 10, "data": {"text": 12345}})
+    body["tasks"].append("not a task")
+    results = client.post("/predict", json=body).json["results"]
+    assert len(results) == 7
+    assert [bool(r) for r in results] == [True, False, False, True, False, False, False]
+    assert results[1] == [] and results[4] == []
+
+
+@pytest.mark.parametrize(
+    "payload, status, message",
+    [
+        (b"{not json", 400, "JSON object"),
+        (b"[1, 2]", 400, "JSON object"),
+        (json.dumps({"label_config": LABEL_CONFIG}).encode(), 400, "tasks"),
+        (json.dumps({"tasks": "abc", "label_config": LABEL_CONFIG}).encode(), 400, "tasks"),
+        (json.dumps({"tasks": [], "label_config": "<View><Image name='i' value='$i'/></View>"}).encode(), 422,
+         "no <Choices> bound"),
+        (json.dumps({"tasks": [], "project": "../../etc", "label_config": LABEL_CONFIG}).encode(), 400, "project"),
+    ],
+)
+def test_malformed_predict_requests_get_clear_json_errors(client, payload, status, message):
+    answer = client.post("/predict", data=payload, content_type="application/json")
+    assert answer.status_code == status
+    assert message in answer.json["error"]
+
+
+def test_empty_task_list_answers_empty_results(client):
+    assert client.post("/predict", json=_predict_body([])).json["results"] == []
+
+
+def test_setup_with_an_unknown_config_is_a_4xx(client):
+    answer = client.post("/setup", json={"project": "1.1", "schema": "<View><Audio name='a' value='$a'/></View>"})
+    assert answer.status_code == 422 and "Choices" in answer.json["error"]
+
+
+def test_body_over_the_limit_is_413(trained_model_dir):
+    app = create_app(Settings(model_dir=trained_model_dir, max_body_mb=0.01))
+    answer = app.test_client().post("/predict", json=_predict_body(["hola " * 5000]))
+    assert answer.status_code == 413 and "error" in answer.json
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert client.get("/nope").status_code == 404 and "error" in client.get("/nope").json
+    assert client.get("/predict").status_code == 405
+
+
+def test_webhook_acknowledges_actions(client):
+    answer = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "annotation": {"id": 1}, "task": {},
+                                           "project": {"id": 1}})
+    assert answer.status_code == 200 and answer.json["action"] == "ANNOTATION_CREATED"
+    assert client.post("/webhook", json={"no": "action"}).status_code == 400
+
+
+def test_versions_lists_the_registry(client):
+    answer = client.get("/versions")
+    assert answer.json["versions"] == ["default-v1"] and answer.json["current"] == "default-v1"
+
+
+def test_metrics_count_requests_and_predictions(client):
+    client.post("/predict", json=_predict_body(TWEETS[:2]))
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'ml_backend_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert 'ml_backend_predictions_total{model_version="default-v1"}' in text
+    assert 'ml_backend_model_version{model_version="default-v1"} 1.0' in text
+
+
+def test_basic_auth_on_all_routes_but_health_and_webhook(trained_model_dir):
+    app = create_app(Settings(model_dir=trained_model_dir, basic_auth_user="u", basic_auth_pass="p",
+                              webhook_secret="s3cret"))
+    client = app.test_client()
+    assert client.get("/health").status_code == 200
+    assert client.post("/setup", json={"schema": LABEL_CONFIG}).status_code == 401
+    assert client.get("/metrics").status_code == 401
+    ok = client.post("/setup", json={"schema": LABEL_CONFIG}, auth=("u", "p"))
+    assert ok.status_code == 200
+    assert client.post("/setup", json={"schema": LABEL_CONFIG}, auth=("u", "wrong")).status_code == 401
+    # Label Studio sends webhooks without basic auth; the optional secret header guards them instead.
+    assert client.post("/webhook", json={"action": "X"}).status_code == 403
+    assert client.post("/webhook", json={"action": "X"}, headers={"X-Webhook-Secret": "s3cret"}).status_code == 200
+
+
+def test_untrained_base_model_answers_no_predictions(tmp_path):
+    """Before any training the base model's head is random: no numbers presented as uncertainty."""
+    app = create_app(Settings(model_dir=tmp_path))
+    client = app.test_client()
+    assert client.post("/setup", json={"project": "1.1", "schema": LABEL_CONFIG}).json["model_version"] == "untrained"
+    answer = client.post("/predict", json=_predict_body(TWEETS[:3]))
+    assert answer.status_code == 200 and answer.json["results"] == [[], [], []]
+
+
+def test_uncertainty_setting_changes_the_score(trained_model_dir, client):
+    app = create_app(Settings(model_dir=trained_model_dir, uncertainty="least_confidence"))
+    lc = app.test_client().post("/predict", json=_predict_body(TWEETS[:5])).json["results"]
+    margin = client.post("/predict", json=_predict_body(TWEETS[:5])).json["results"]
+    for a, b in zip(lc, margin):
+        # two classes: top probability = (1 + margin) / 2
+        assert a["score"] == pytest.approx((1 + b["score"]) / 2, abs=1e-5)
+    assert uncertainty.STRATEGIES  # the three strategies are wired by name

@@ -1,0 +1,49 @@
+import pytest
+
+from backend.registry import DEFAULT_SCOPE, Registry, scope_of
+
+
+def _stage_and_promote(registry, scope, content="w"):
+    with registry.stage(scope) as staged:
+        (staged / "weights.bin").write_text(content)
+        return registry.promote(scope, staged, {"labels_used": 3})
+
+
+def test_promote_names_versions_in_order_and_moves_current(tmp_path):
+    registry = Registry(tmp_path)
+    assert registry.current(DEFAULT_SCOPE) is None and registry.resolve("3.1700000000") is None
+    v1 = _stage_and_promote(registry, DEFAULT_SCOPE)
+    v2 = _stage_and_promote(registry, DEFAULT_SCOPE)
+    assert (v1.name, v2.name) == ("default-v1", "default-v2")
+    assert registry.current(DEFAULT_SCOPE).name == "default-v2"
+    assert v2.metadata["labels_used"] == 3 and v2.metadata["version"] == "default-v2"
+    assert [v.name for v in registry.versions(DEFAULT_SCOPE)] == ["default-v1", "default-v2"]
+
+
+def test_project_falls_back_to_default_until_it_has_its_own(tmp_path):
+    registry = Registry(tmp_path)
+    _stage_and_promote(registry, DEFAULT_SCOPE)
+    assert registry.resolve("7.1700000000").name == "default-v1"
+    own = _stage_and_promote(registry, "7")
+    assert own.name == "project7-v1"
+    assert registry.resolve("7.1700000000").name == "project7-v1"
+    assert registry.resolve("8").name == "default-v1"
+
+
+def test_failed_training_leaves_nothing_visible(tmp_path):
+    registry = Registry(tmp_path)
+    v1 = _stage_and_promote(registry, DEFAULT_SCOPE)
+    with pytest.raises(RuntimeError):
+        with registry.stage(DEFAULT_SCOPE) as staged:
+            (staged / "half.bin").write_text("partial")
+            raise RuntimeError("killed mid-write")
+    assert registry.current(DEFAULT_SCOPE) == v1
+    assert [v.name for v in registry.versions(DEFAULT_SCOPE)] == ["default-v1"]
+    assert not list((tmp_path / DEFAULT_SCOPE).glob(".staging-*"))
+
+
+def test_scope_of_label_studio_project_ids():
+    assert scope_of("12.1700000000") == "12"
+    assert scope_of(None) == DEFAULT_SCOPE
+    with pytest.raises(ValueError):
+        scope_of("../etc")
