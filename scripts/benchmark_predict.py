@@ -1,0 +1,145 @@
+"""Benchmark: /predict throughput over HTTP against transformers.pipeline on the same model and tweets,
+plus /setup and /health latency. Prints figures; targets live in docs/benchmarks.md, not in tests.
+
+    .venv/bin/python scripts/benchmark_predict.py [--n 1000] [--big 5000] [--model-dir DIR]
+
+Without --model-dir it first trains a small version on the demo tweets (1 epoch) into a temp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import numpy as np  # noqa: E402
+import requests  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED_POOL = ROOT.parent / "shared" / "data" / "tweets_pool.csv"
+DEMO = ROOT / "backend" / "demo"
+
+
+def tweets(n: int) -> tuple[list[str], str]:
+    source = SHARED_POOL if SHARED_POOL.exists() else DEMO / "tweets_pool.csv"
+    with source.open(newline="", encoding="utf-8") as handle:
+        texts = [r["text"] for r in csv.DictReader(handle)]
+    return [texts[i % len(texts)] for i in range(n)], str(source)
+
+
+def ensure_model(model_dir: str | None) -> Path:
+    from backend.registry import Registry
+
+    if model_dir:
+        return Path(model_dir)
+    from backend.settings import Settings
+    from backend.training import TrainConfig, train_version
+
+    path = Path(tempfile.mkdtemp(prefix="bench-models-"))
+    with (DEMO / "tweets_labeled.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    train_version([r["text"] for r in rows], [r["label"] for r in rows], ["ok", "xenófobo"],
+                  base_model=Settings().model_name, registry=Registry(path), scope="default",
+                  config=TrainConfig(epochs=1, eval_fraction=0, progress=False))
+    return path
+
+
+def start_backend(model_dir: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MODEL_DIR": str(model_dir), "WORKERS": "1", "THREADS": "4", "LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(180):
+        try:
+            if requests.get(f"{url}/health", timeout=1).ok:
+                return proc, url
+        except requests.RequestException:
+            time.sleep(1)
+    proc.kill()
+    raise SystemExit("backend did not start")
+
+
+def predict_seconds(url: str, texts: list[str], config: str) -> float:
+    body = {"tasks": [{"id": i, "data": {"text": t}} for i, t in enumerate(texts)], "project": "1.1",
+            "label_config": config}
+    started = time.perf_counter()
+    answer = requests.post(f"{url}/predict", json=body, timeout=600)
+    elapsed = time.perf_counter() - started
+    answer.raise_for_status()
+    assert len(answer.json()["results"]) == len(texts)
+    return elapsed
+
+
+def pipeline_seconds(model_path: Path, texts: list[str]) -> float:
+    import torch
+    from transformers import pipeline
+
+    from backend.preprocess import normalize_tweet
+
+    clf = pipeline("text-classification", model=str(model_path), top_k=None, truncation=True, max_length=128)
+    prepared = [normalize_tweet(t) for t in texts]  # the same input the backend sees
+    with torch.inference_mode():
+        clf(prepared[:8])  # warm-up, as the backend is warm
+        started = time.perf_counter()
+        clf(prepared)
+    return time.perf_counter() - started
+
+
+def latencies(url: str, method: str, path: str, n: int, **kw) -> tuple[float, float]:
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        requests.request(method, f"{url}{path}", timeout=5, **kw).raise_for_status()
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--big", type=int, default=5000, help="tasks in one /predict (Label Studio allows 100 s)")
+    parser.add_argument("--model-dir")
+    args = parser.parse_args()
+
+    from backend.registry import Registry
+
+    model_dir = ensure_model(args.model_dir)
+    version = Registry(model_dir).current("default")
+    texts, source = tweets(args.n)
+    config = (ROOT / "label_config.xml").read_text()
+    print(f"tweets: {args.n} from {source}; model {version.name}; {os.cpu_count()} CPU cores")
+
+    proc, url = start_backend(model_dir)
+    try:
+        predict_seconds(url, texts[:16], config)  # warm-up
+        backend_s = predict_seconds(url, texts, config)
+        setup = latencies(url, "POST", "/setup", 200, json={"project": "1.1", "schema": config})
+        health = latencies(url, "GET", "/health", 200)
+        big_s = predict_seconds(url, tweets(args.big)[0], config) if args.big else None
+    finally:
+        proc.terminate()
+        proc.wait()
+    pipe_s = pipeline_seconds(version.path, texts)
+
+    print(f"/predict over HTTP : {args.n / backend_s:8.1f} tweets/s ({backend_s:.2f} s)")
+    print(f"pipeline (in-proc) : {args.n / pipe_s:8.1f} tweets/s ({pipe_s:.2f} s)")
+    print(f"ratio              : {pipe_s / backend_s:8.2f}x  (target >= 2x)")
+    print(f"/setup  p50/p99    : {setup[0]:.1f} / {setup[1]:.1f} ms  (target p99 <= 50 ms)")
+    print(f"/health p50/p99    : {health[0]:.1f} / {health[1]:.1f} ms")
+    if big_s is not None:
+        print(f"{args.big} tasks in one /predict: {big_s:.1f} s  (Label Studio's limit: 100 s)")
+
+
+if __name__ == "__main__":
+    main()
