@@ -161,3 +161,21 @@ def test_uncertainty_setting_changes_the_score(trained_model_dir, client):
         # two classes: top probability = (1 + margin) / 2
         assert a["score"] == pytest.approx((1 + b["score"]) / 2, abs=1e-5)
     assert uncertainty.STRATEGIES  # the three strategies are wired by name
+
+
+def test_a_matching_classification_checkpoint_is_served_as_is(trained_model_dir, tmp_path):
+    """MODEL_NAME pointing at a fine-tuned checkpoint (like the notebook's checkpoint-5250), no MODEL_DIR versions."""
+    checkpoint = trained_model_dir / "default" / "versions" / "default-v1"
+    app = create_app(Settings(model_dir=tmp_path, model_name=str(checkpoint)))
+    client = app.test_client()
+    assert client.post("/setup", json={"project": "1.1", "schema": LABEL_CONFIG}).json["model_version"] == "default-v1"
+    results = client.post("/predict", json=_predict_body(TWEETS[:3])).json["results"]
+    assert all(r["model_version"] == "default-v1" and 0 <= r["score"] <= 1 for r in results)
+
+
+def test_model_labels_names_generic_outputs_and_mismatch_gives_no_predictions(trained_model_dir, tmp_path):
+    checkpoint = trained_model_dir / "default" / "versions" / "default-v1"
+    # Renaming the outputs to classes the project does not have: nothing may be presented as a prediction.
+    app = create_app(Settings(model_dir=tmp_path, model_name=str(checkpoint), model_labels="pos,neg"))
+    assert app.extensions["model_store"].get(None).labels == ("pos", "neg")
+    assert app.test_client().post("/predict", json=_predict_body(TWEETS[:2])).json["results"] == [[], []]

@@ -125,6 +125,11 @@ def test_predictions_and_uncertainty_sampling_in_label_studio(label_studio, back
         assert pred["result"][0]["value"]["choices"] == [config.classes[int(np.argmax(probs))]]
         scores[task.id] = pred["score"]
 
+    # Both gunicorn workers' counters add up in /metrics.
+    served = requests.get(f"{backend_url}/metrics", timeout=10).text
+    line = next(l for l in served.splitlines() if l.startswith(f'ml_backend_predictions_total{{model_version="{version.name}"}}'))
+    assert float(line.split()[-1]) >= len(texts)
+
     ls.projects.update(id=project.id, sampling="Uncertainty sampling", model_version=version.name)
     answer = requests.get(f"{url}/api/projects/{project.id}/next", headers={"Authorization": f"Token {token}"},
                           timeout=30)
