@@ -41,16 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .errors import BackendError
+
     try:
         {"serve": _serve, "train": _train, "predict": _predict, "versions": _versions}[args.command](args, settings)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+    except (FileNotFoundError, ValueError, BackendError) as exc:  # the user's input: a message, no traceback
         sys.exit(f"error: {exc}")
-    except Exception as exc:
-        from .errors import BackendError
-
-        if isinstance(exc, BackendError):
-            sys.exit(f"error: {exc}")
-        raise
 
 
 def _serve(args, settings: Settings) -> None:

@@ -28,8 +28,10 @@ def test_offline_scoring_writes_the_notebook_table_sorted_by_margin(settings, tm
         assert float(r["margin"]) == pytest.approx(abs(p_ok - p_x), abs=1e-5)
         assert r["label"] == ("ok" if p_ok >= p_x else "xenófobo")
 
-    kept = score_csv(DEMO / "tweets_pool.csv", tmp_path / "uncertain.csv", settings, threshold=margins[9])
-    assert kept == sum(m <= margins[9] for m in margins) and kept >= 10
+    # Between two written (rounded) margins, so rounding cannot move a row across the threshold.
+    threshold = (margins[9] + margins[10]) / 2
+    kept = score_csv(DEMO / "tweets_pool.csv", tmp_path / "uncertain.csv", settings, threshold=threshold)
+    assert kept == sum(m <= threshold for m in margins) and kept >= 10
 
 
 def test_cli_reports_clear_errors(trained_model_dir, tmp_path):
