@@ -11,11 +11,13 @@ import logging
 import time
 
 from flask import Flask, Response, g, jsonify, request
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from . import metrics, response
 from .errors import BackendError, BadRequest
 from .labels import parse_label_config
+from .loop import ANNOTATION_ACTIONS, TRAIN_ACTION, TrainingQueue, connect, training_queue
 from .predictor import predict_tasks
 from .registry import scope_of
 from .serving import ModelStore
@@ -27,9 +29,13 @@ log = logging.getLogger(__name__)
 OPEN_ROUTES = {"health", "webhook"}
 
 
-def create_app(settings: Settings | None = None, store: ModelStore | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, store: ModelStore | None = None, trainings: TrainingQueue | None = None
+) -> Flask:
     settings = settings or Settings()
     store = store or ModelStore(settings)
+    # Connects on first use; fails fast so that /webhook answers within Label Studio's 1 s.
+    trainings = trainings or training_queue(settings, connect(settings, fail_fast=True))
     store.warm_up()  # load at start, never on the first request
 
     app = Flask(__name__)
@@ -102,7 +108,20 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         action = body.get("action")
         if not isinstance(action, str) or not action:
             raise BadRequest("a webhook body needs `action`")
-        return jsonify(status="ok", action=action)
+        if action not in ANNOTATION_ACTIONS and action != TRAIN_ACTION:
+            metrics.WEBHOOKS.labels(action, "ignored").inc()
+            return jsonify(status="ignored", action=action)
+        project = _webhook_project(body)
+        count = len(body.get("annotations") or []) or 1  # ANNOTATIONS_CREATED/DELETED carry a list
+        try:
+            decision, job = trainings.on_event(project, action, count)
+        except RedisError as exc:
+            log.error("webhook %s for project %s not queued, Redis unreachable: %s", action, project, exc)
+            return _error("Redis (REDIS_URL) is unreachable: the event was not queued; the next annotation "
+                          "or Start Training catches up", 503)
+        metrics.WEBHOOKS.labels(action, decision.value).inc()
+        answer = {"status": decision.value, "action": action, "project": project}
+        return jsonify({**answer, "job": job} if job else answer)
 
     @app.get("/versions")
     def versions():
@@ -130,6 +149,19 @@ def _project(body: dict) -> str:
         return scope_of(body.get("project"))
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+
+
+def _webhook_project(body: dict) -> int:
+    """The project id: `project.id`, else the annotation's or the task's `project`."""
+    nested = [body.get(key) for key in ("annotation", "task")]
+    candidates = [body.get("project")] + [part.get("project") for part in nested if isinstance(part, dict)]
+    for candidate in candidates:
+        value = candidate.get("id") if isinstance(candidate, dict) else candidate
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+    raise BadRequest("the webhook names no project (`project.id`)")
 
 
 def _error(message: str, status: int, headers: dict | None = None):

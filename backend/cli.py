@@ -1,4 +1,4 @@
-"""Command line: `python -m backend serve | train | predict | versions`.
+"""Command line: `python -m backend serve | worker | train | predict | versions | rollback`.
 
 Each command is a thin wrapper over a package function; heavy imports happen inside the commands.
 """
@@ -38,13 +38,23 @@ def main(argv: list[str] | None = None) -> None:
 
     commands.add_parser("versions", help="list stored model versions")
 
+    rollback = commands.add_parser("rollback", help="serve an earlier version again and re-score the project with it")
+    rollback.add_argument("--project", help="Label Studio project id (default: the default version)")
+    rollback.add_argument("--to", required=True, dest="version", help="version name, as `versions` lists it")
+    rollback.add_argument("--no-rescore", action="store_true", help="do not enqueue the re-scoring in Label Studio")
+
+    worker = commands.add_parser("worker", help="run an RQ worker for the retraining and re-scoring jobs")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+
     args = parser.parse_args(argv)
     settings = Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .errors import BackendError
 
     try:
-        {"serve": _serve, "train": _train, "predict": _predict, "versions": _versions}[args.command](args, settings)
+        handlers = {"serve": _serve, "worker": _worker, "train": _train, "predict": _predict,
+                    "versions": _versions, "rollback": _rollback}
+        handlers[args.command](args, settings)
     except (FileNotFoundError, ValueError, BackendError) as exc:  # the user's input: a message, no traceback
         sys.exit(f"error: {exc}")
 
@@ -54,6 +64,39 @@ def _serve(args, settings: Settings) -> None:
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     serve(settings.model_copy(update=overrides))
+
+
+def _worker(args, settings: Settings) -> None:
+    from rq import Worker
+
+    from .loop import connect
+
+    # Import the jobs (torch, transformers) once here; each job's forked process inherits them.
+    import backend.jobs  # noqa: F401
+
+    worker = Worker([settings.rq_queue], connection=connect(settings))
+    worker.work(burst=args.burst, logging_level=settings.log_level, with_scheduler=False)
+
+
+def _rollback(args, settings: Settings) -> None:
+    from .registry import Registry, scope_of
+
+    scope = scope_of(args.project)
+    Registry(settings.model_dir).set_current(scope, args.version)
+    print(f"{scope}: now serving {args.version} (every server process picks it up on its next request)")
+    if args.no_rescore or not scope.isdigit():
+        return
+    from redis.exceptions import RedisError
+
+    from .jobs import enqueue_rescoring
+    from .loop import training_queue
+
+    try:
+        enqueue_rescoring(int(scope), args.version, settings, training_queue(settings).queue)
+    except RedisError as exc:
+        sys.exit(f"error: could not enqueue the re-scoring, Redis unreachable ({exc}); "
+                 f"press Start Training in Label Studio later, or run rollback again")
+    print(f"re-scoring of project {scope}'s unlabeled tasks with {args.version} enqueued")
 
 
 def _read_csv(path: Path, required: list[str]) -> list[dict]:

@@ -24,6 +24,7 @@ from typing import Iterator
 DEFAULT_SCOPE = "default"
 METADATA = "metadata.json"
 _VERSION = re.compile(r"-v(\d+)$")
+STALE_STAGING_SECONDS = 3600
 
 
 def scope_of(project: str | int | None) -> str:
@@ -72,7 +73,7 @@ class Registry:
 
     def versions(self, scope: str) -> list[Version]:
         folder = self._scope_dir(scope) / "versions"
-        found = [Version(scope, p.name, p) for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+        found = [Version(scope, p.name, p) for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
         return sorted(found, key=lambda v: _number(v.name))
 
     def scopes(self) -> list[str]:
@@ -88,6 +89,10 @@ class Registry:
         """A private folder to write a version into; removed if the block fails."""
         base = self._scope_dir(scope)
         base.mkdir(parents=True, exist_ok=True)
+        # What a killed process left half-written (staging lives seconds: saving, not training).
+        for stale in base.glob(".staging-*"):
+            if time.time() - stale.stat().st_mtime > STALE_STAGING_SECONDS:
+                shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
         try:
             yield staging
@@ -110,6 +115,17 @@ class Registry:
                     raise
         self.set_current(scope, name)
         return Version(scope, name, versions / name)
+
+    def prune(self, scope: str, keep: int) -> list[str]:
+        """Delete all but the newest `keep` versions, never the one serving; returns the deleted names."""
+        current = self.current(scope)
+        old = [v for v in self.versions(scope)[:-keep] if current is None or v.name != current.name]
+        for version in old:
+            # Renamed away first, so no reader ever sees a half-deleted version.
+            doomed = version.path.with_name(f".deleting-{version.name}")
+            os.rename(version.path, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+        return [v.name for v in old]
 
     def set_current(self, scope: str, name: str) -> None:
         if not (self._scope_dir(scope) / "versions" / name).is_dir():

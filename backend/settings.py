@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # Label Studio, for the jobs that read annotations and write predictions back.
     label_studio_url: str = "http://localhost:8080"
     label_studio_api_key: str = ""
+    # A job's calls to Label Studio retry with exponential backoff (1, 2, 4, ... s x BACKOFF) this many times.
+    label_studio_attempts: int = Field(default=5, ge=1)
+    label_studio_backoff: float = Field(default=1.0, ge=0)
 
     # Basic auth on every route but /health and /webhook (Label Studio sends webhooks without it).
     basic_auth_user: str = ""
@@ -59,6 +62,27 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     redis_url: str = "redis://localhost:6379/0"
+    rq_queue: str = "ml-backend"
+
+    # The retraining loop (docs/active-learning.md explains the defaults).
+    # Retrain after this many annotation events; START_TRAINING ("Start Training") retrains at once.
+    retrain_every: int = Field(default=10, ge=1)
+    # Cold start: no training until every class has this many labels (Label Studio samples at random meanwhile).
+    min_labels_per_class: int = Field(default=5, ge=2)
+    # Fine-tune the version serving the project (fast) instead of the base model (slow, from scratch).
+    warm_start: bool = True
+    train_epochs: float = Field(default=4, gt=0)
+    warm_start_epochs: float = Field(default=2, gt=0)
+    # With few labels an epoch is a handful of optimizer steps: train at least this many.
+    train_min_steps: int = Field(default=100, ge=0)
+    train_learning_rate: float = Field(default=1e-4, gt=0)
+    # Versions kept per project (the serving one is never removed).
+    keep_versions: int = Field(default=5, ge=1)
+    # Unlabeled tasks per re-scoring job: more workers score more chunks at once.
+    rescore_chunk: int = Field(default=500, ge=1)
+    # A training run holds a lease it renews; a killed worker's lease ends after this long.
+    training_lease_seconds: float = Field(default=60, gt=0)
+    train_timeout: int = Field(default=3600, ge=60)
 
     @field_validator("log_level")
     @classmethod

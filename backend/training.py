@@ -40,7 +40,11 @@ class TrainConfig:
     batch_size: int = 16
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+    # With few labels an epoch is a handful of steps: train at least this many optimizer steps.
+    min_steps: int = 0
     eval_fraction: float = 0.2  # held out for the metrics stored with the version; 0 = train on all
+    # Hold out only when every class keeps this many examples on the evaluation side; else train on all.
+    min_eval_per_class: int = 4
     min_per_class: int = 2
     seed: int = 42
     max_length: int = 128
@@ -90,6 +94,7 @@ def train_version(
     scope: str,
     config: TrainConfig | None = None,
     parent: str | None = None,
+    callbacks: Sequence = (),
 ) -> Version:
     """Fine-tune `base_model` on (texts, labels), evaluate on a held-out part, promote as a new version."""
     config = config or TrainConfig()
@@ -121,10 +126,12 @@ def train_version(
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
         return torch.nn.functional.cross_entropy(logits, targets, weight=weights.to(logits.device))
 
+    steps_per_epoch = -(-len(train_x) // config.batch_size)
+    epochs = max(config.epochs, config.min_steps / steps_per_epoch)
     with tempfile.TemporaryDirectory(prefix="trainer-") as scratch:
         args = TrainingArguments(
             output_dir=scratch,
-            num_train_epochs=config.epochs,
+            num_train_epochs=epochs,
             learning_rate=config.learning_rate,
             per_device_train_batch_size=config.batch_size,
             weight_decay=config.weight_decay,
@@ -145,6 +152,7 @@ def train_version(
             data_collator=DataCollatorWithPadding(tokenizer),
             processing_class=tokenizer,
             compute_loss_func=weighted_loss,
+            callbacks=list(callbacks),
         )
         log.info("training on %d tweets (%s), holding out %d", len(train_x), dict(Counter(train_y)), len(eval_x))
         trainer.train()
@@ -173,6 +181,7 @@ def train_version(
             "metrics": metrics,
             "train_config": asdict(config),
             "train_seconds": round(train_seconds, 2),
+            "epochs": round(epochs, 2),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         version = registry.promote(scope, staged, metadata)
@@ -184,6 +193,6 @@ def _split(texts: list[str], labels: list[str], config: TrainConfig):
     counts = Counter(labels)
     n_eval = int(round(len(labels) * config.eval_fraction))
     # A stratified hold-out needs every class on both sides; with fewer labels, train on all of them.
-    if config.eval_fraction <= 0 or n_eval < len(counts) or min(counts.values()) < 4:
+    if config.eval_fraction <= 0 or min(counts.values()) * config.eval_fraction < config.min_eval_per_class:
         return texts, [], labels, []
     return train_test_split(texts, labels, test_size=n_eval, stratify=labels, random_state=config.seed)

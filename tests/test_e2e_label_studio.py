@@ -1,12 +1,6 @@
 """End to end against a real Label Studio 1.23 (started here) and the backend under gunicorn."""
 
-import os
-import secrets
-import socket
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,83 +10,22 @@ from backend.labels import parse_label_config
 from backend.model import Classifier
 from backend.predictor import class_probabilities
 from backend.registry import Registry
-from tests.conftest import LABEL_CONFIG, ROOT, read_demo
+from tests.conftest import LABEL_CONFIG, free_port, read_demo, start, stop, wait_http
 
 pytestmark = pytest.mark.e2e
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, proc: subprocess.Popen, seconds: float, log: Path) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url} not ready after {seconds} s:\n{log.read_text()[-3000:]}")
-
-
-def _start(cmd, env, log: Path) -> subprocess.Popen:
-    handle = log.open("w")
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def label_studio(tmp_path_factory):
-    binary = os.environ.get("LABEL_STUDIO_BIN") or str(ROOT / ".venv-ls" / "bin" / "label-studio")
-    if not Path(binary).exists():
-        reason = f"Label Studio not installed at {binary} (run `make install`)"
-        if os.environ.get("REQUIRE_E2E"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    data = tmp_path_factory.mktemp("label-studio")
-    port, token = _free_port(), secrets.token_hex(20)
-    env = {
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data),
-        "ML_BLOCK_LOCAL_IP": "false",
-        "SSRF_PROTECTION_ENABLED": "false",
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-    }
-    cmd = [binary, "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port),
-           "--username", "admin@example.com", "--password", "e2e-pass-123", "--user-token", token]
-    proc = _start(cmd, env, data / "label-studio.log")
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait(f"{url}/health", proc, 300, data / "label-studio.log")
-        yield url, token
-    finally:
-        _stop(proc)
-
-
 @pytest.fixture(scope="module")
 def backend_url(trained_model_dir, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("backend") / "backend.log"
     env = {"MODEL_DIR": str(trained_model_dir), "HF_HUB_OFFLINE": "1", "WORKERS": "2", "THREADS": "2"}
-    proc = _start([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    proc = start([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)], env, log)
     try:
-        _wait(f"http://127.0.0.1:{port}/health", proc, 180, log)
+        wait_http(f"http://127.0.0.1:{port}/health", proc, 180, log)
         yield f"http://127.0.0.1:{port}"
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def test_predictions_and_uncertainty_sampling_in_label_studio(label_studio, backend_url, trained_model_dir):

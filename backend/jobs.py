@@ -1,0 +1,173 @@
+"""RQ jobs of the retraining loop: plain functions taking only JSON-serializable arguments.
+
+    train_project(project)                   labels from Label Studio -> fine-tune -> promote -> enqueue re-scoring
+    score_chunk(project, version, tasks)     one chunk of unlabeled tasks -> predictions of `version`, in bulk
+    finish_rescoring(project, version)       after every chunk: the project's model_version -> `version`,
+                                             predictions of older versions of ours deleted
+
+A job reads its configuration from the environment (Settings) like the server, so the worker and the server
+agree on MODEL_DIR, REDIS_URL and LABEL_STUDIO_URL. A worker killed at any point leaves the previous version
+serving: promotion is the registry's atomic rename, and the project's model_version moves only after every
+chunk has been written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+from rq import Queue, get_current_job
+from transformers import TrainerCallback
+
+from . import response
+from .labels import parse_label_config
+from .labelstudio import OUR_VERSION, LabelStudioClient
+from .loop import training_queue
+from .model import Classifier
+from .predictor import predict_tasks
+from .registry import Registry, scope_of
+from .settings import Settings
+from .training import TrainConfig, train_version
+
+log = logging.getLogger(__name__)
+
+
+def _progress(**meta) -> None:
+    """Job meta (stage, step, labels used) for rq info / rq-dashboard / the tests."""
+    job = get_current_job()
+    if job is not None:
+        job.meta.update(meta, updated_at=time.time())
+        job.save_meta()
+    log.info("progress: %s", meta)
+
+
+class _JobProgress(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % 5 == 0 or state.global_step == state.max_steps:
+            _progress(stage="training", step=state.global_step, max_steps=state.max_steps)
+
+
+def recipe(settings: Settings, *, warm: bool) -> TrainConfig:
+    """Warm start: a few epochs from the version serving now; else the full recipe from the base model."""
+    return TrainConfig(
+        epochs=settings.warm_start_epochs if warm else settings.train_epochs,
+        learning_rate=settings.train_learning_rate / 2 if warm else settings.train_learning_rate,
+        min_steps=settings.train_min_steps // 2 if warm else settings.train_min_steps,
+        max_length=settings.max_length,
+        normalize=settings.normalize_tweets,
+        progress=False,
+    )
+
+
+def train_project(project: int) -> dict:
+    settings = Settings()
+    job = get_current_job()
+    trainings = training_queue(settings, job.connection)
+    with trainings.run(project, job.id) as holds_lease:
+        if not holds_lease:
+            log.info("project %s: another training run is in progress; it will run once more after it", project)
+            return {"status": "deferred"}
+        return _train(project, settings, trainings.queue)
+
+
+def _train(project: int, settings: Settings, queue: Queue) -> dict:
+    started = time.time()
+    _progress(stage="reading labels")
+    client = LabelStudioClient.from_settings(settings)
+    xml = client.label_config(project)
+    config = parse_label_config(xml)
+    texts, labels = client.labeled(project, config)
+    counts = Counter(labels)
+    read_seconds = time.time() - started
+    short = {c: counts.get(c, 0) for c in config.classes if counts.get(c, 0) < settings.min_labels_per_class}
+    if short:
+        log.info("project %s: cold start, %s labels; every class needs %d before the first training", project,
+                 dict(counts), settings.min_labels_per_class)
+        _progress(stage="waiting for labels", labels=len(labels), label_counts=dict(counts))
+        return {"status": "cold_start", "label_counts": dict(counts), "needed_per_class": settings.min_labels_per_class}
+
+    registry = Registry(settings.model_dir)
+    scope = scope_of(project)
+    serving = registry.resolve(project)
+    warm = bool(settings.warm_start and serving and sorted(serving.metadata.get("classes", [])) == sorted(config.classes))
+    _progress(stage="training", labels=len(labels), warm_start=warm, base=serving.name if warm else settings.model_name)
+    version = train_version(
+        texts, labels, config.classes,
+        base_model=str(serving.path) if warm else settings.model_name,
+        registry=registry, scope=scope, config=recipe(settings, warm=warm),
+        parent=serving.name if serving else None, callbacks=[_JobProgress()],
+    )
+    pruned = registry.prune(scope, keep=settings.keep_versions)
+    chunks = enqueue_rescoring(project, version.name, settings, queue, client=client)
+    result = {
+        "status": "promoted", "version": version.name, "labels": len(labels), "label_counts": dict(counts),
+        "warm_start": warm, "metrics": version.metadata.get("metrics"), "pruned": pruned,
+        "rescoring_chunks": chunks, "read_seconds": round(read_seconds, 2),
+        "train_seconds": version.metadata.get("train_seconds"), "seconds": round(time.time() - started, 2),
+    }
+    _progress(stage="promoted", version=version.name, labels=len(labels))
+    log.info("project %s: %s", project, result)
+    return result
+
+
+def enqueue_rescoring(project: int, version: str, settings: Settings, queue: Queue, *,
+                      client: LabelStudioClient | None = None) -> int:
+    """Split the unlabeled tasks into chunk jobs and a final job that runs when all of them succeeded."""
+    client = client or LabelStudioClient.from_settings(settings)
+    xml = client.label_config(project)
+    config = parse_label_config(xml)
+    tasks = client.unlabeled(project, config)
+    size = settings.rescore_chunk
+    chunk_jobs = [
+        queue.enqueue_call("backend.jobs.score_chunk", timeout=settings.train_timeout,
+                           description=f"score {len(part)} tasks of project {project} with {version}",
+                           kwargs={"project": project, "version": version, "label_config": xml,
+                                   "tasks": [[t.id, t.text] for t in part]})
+        for part in (tasks[i:i + size] for i in range(0, len(tasks), size))
+    ]
+    queue.enqueue_call("backend.jobs.finish_rescoring", kwargs={"project": project, "version": version},
+                       depends_on=chunk_jobs or None, description=f"switch project {project} to {version}")
+    _progress(stage="re-scoring enqueued", version=version, unlabeled=len(tasks), chunks=len(chunk_jobs))
+    return len(chunk_jobs)
+
+
+def _superseded(project: int, version: str, settings: Settings) -> bool:
+    serving = Registry(settings.model_dir).resolve(project)
+    return serving is None or serving.name != version
+
+
+def score_chunk(project: int, version: str, label_config: str, tasks: list[list]) -> dict:
+    settings = Settings()
+    if _superseded(project, version, settings):
+        return {"status": "superseded", "version": version}
+    started = time.time()
+    config = parse_label_config(label_config)
+    registry_version = Registry(settings.model_dir).resolve(project)
+    classifier = Classifier.load(registry_version.path, version=version, max_length=settings.max_length,
+                                 batch_size=settings.batch_size, normalize=settings.normalize_tweets)
+    _progress(stage="scoring", version=version, tasks=len(tasks))
+    results = predict_tasks(classifier, config, [{"id": i, "data": {config.data_key: text}} for i, text in tasks],
+                            strategy=settings.uncertainty, max_chars=settings.max_text_chars)
+    predictions = [{"task": task_id, **result} for (task_id, _), result in zip(tasks, results)
+                   if result is not response.NO_PREDICTION]
+    scored = time.time() - started
+    LabelStudioClient.from_settings(settings).write_predictions(project, predictions)
+    return {"status": "written", "version": version, "predictions": len(predictions),
+            "score_seconds": round(scored, 2), "seconds": round(time.time() - started, 2)}
+
+
+def finish_rescoring(project: int, version: str) -> dict:
+    settings = Settings()
+    client = LabelStudioClient.from_settings(settings)
+    if _superseded(project, version, settings):
+        # A newer version was promoted meanwhile; its own final job switches the project.
+        client.delete_predictions(project, version)
+        return {"status": "superseded", "version": version}
+    client.set_model_version(project, version)
+    # Label Studio keeps the predictions of the serving version only (docs/active-learning.md says why).
+    old = [v for v in client.model_versions(project) if v != version and OUR_VERSION.match(v)]
+    for name in old:
+        client.delete_predictions(project, name)
+    _progress(stage="done", version=version, deleted_versions=old)
+    return {"status": "switched", "version": version, "deleted_versions": old}

@@ -1,0 +1,155 @@
+"""Everything the retraining jobs ask of Label Studio, on one SDK generation (`label_studio_sdk.LabelStudio`).
+
+Label Studio is the source of truth for labels: a job reads every annotated task from it, never from webhook
+payloads, so a lost or forged webhook can delay training but never lose or inject a label.
+Every call retries with exponential backoff on connection errors, 429 and 5xx, then raises
+LabelStudioUnavailable; nothing is half-read, so a job never trains on a partial data set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, TypeVar
+
+import httpx
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from .errors import BackendError
+from .labels import LabelConfig
+from .predictor import task_text
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PAGE_SIZE = 1000
+# Model versions this backend names (registry.py); only these are ever deleted from a project.
+OUR_VERSION = re.compile(r"^(default|project[A-Za-z0-9_-]+)-v\d+$")
+
+
+class LabelStudioUnavailable(BackendError):
+    status = 503
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, ApiError) and (exc.status_code or 0) in (429, 500, 502, 503, 504)
+
+
+def _filter(operator: str, value: int) -> str:
+    items = [{"filter": "filter:tasks:total_annotations", "operator": operator, "type": "Number", "value": value}]
+    return json.dumps({"filters": {"conjunction": "and", "items": items}})
+
+
+def _as_dict(item: Any) -> dict:
+    return item if isinstance(item, dict) else item.model_dump()
+
+
+@dataclass
+class Task:
+    id: int
+    text: str
+
+
+class LabelStudioClient:
+    def __init__(self, url: str, api_key: str, *, attempts: int = 5, backoff: float = 1.0, timeout: float = 60):
+        if not api_key:
+            raise BackendError("LABEL_STUDIO_API_KEY is not set: the retraining jobs cannot read annotations")
+        self.url = url.rstrip("/")
+        self.ls = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+        self._retrying = dict(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=backoff, max=30),
+            retry=retry_if_exception(_transient),
+            reraise=False,
+        )
+
+    @classmethod
+    def from_settings(cls, settings) -> "LabelStudioClient":
+        return cls(settings.label_studio_url, settings.label_studio_api_key,
+                   attempts=settings.label_studio_attempts, backoff=settings.label_studio_backoff)
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        def log_retry(state):
+            log.warning("Label Studio %s: %s (attempt %d), retrying", what, state.outcome.exception(),
+                        state.attempt_number)
+
+        try:
+            return Retrying(before_sleep=log_retry, **self._retrying)(fn)
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            raise LabelStudioUnavailable(
+                f"Label Studio at {self.url} unreachable for {what} after "
+                f"{exc.last_attempt.attempt_number} attempts: {cause}"
+            ) from cause
+
+    def label_config(self, project: int) -> str:
+        """The project's label config XML (parse it with labels.parse_label_config)."""
+        return self._call("reading the project", lambda: self.ls.projects.get(id=project)).label_config
+
+    def _tasks(self, project: int, *, labeled: bool, fields: str) -> list[dict]:
+        query = _filter("greater", 0) if labeled else _filter("equal", 0)
+
+        def read_all() -> list[dict]:
+            pager = self.ls.tasks.list(project=project, fields=fields, page_size=PAGE_SIZE, query=query)
+            return [_as_dict(task) for task in pager]  # items, not pages: iter_pages() raises after the last
+
+        return self._call("listing tasks", read_all)
+
+    def labeled(self, project: int, config: LabelConfig) -> tuple[list[str], list[str]]:
+        """(texts, labels) of every annotated task: its newest annotation that was not skipped."""
+        texts, labels = [], []
+        for task in self._tasks(project, labeled=True, fields="all"):
+            label = latest_choice(task.get("annotations") or [], config)
+            text = task_text(task, config.data_key, max_chars=10**9)
+            if label is not None and text is not None:
+                texts.append(text)
+                labels.append(label)
+        return texts, labels
+
+    def unlabeled(self, project: int, config: LabelConfig) -> list[Task]:
+        tasks = self._tasks(project, labeled=False, fields="task_only")
+        return [Task(t["id"], t["data"][config.data_key]) for t in tasks
+                if isinstance(t.get("data"), dict) and isinstance(t["data"].get(config.data_key), str)]
+
+    def write_predictions(self, project: int, predictions: list[dict]) -> None:
+        """One bulk call per chunk; Label Studio's import endpoint batches inside."""
+        self._call("writing predictions", lambda: self.ls.projects.import_predictions(id=project, request=predictions))
+
+    def set_model_version(self, project: int, version: str) -> None:
+        self._call("setting the model version", lambda: self.ls.projects.update(id=project, model_version=version))
+
+    def model_versions(self, project: int) -> dict[str, int]:
+        """{model_version: number of predictions} in the project."""
+        def read():
+            answer = self.ls._client_wrapper.httpx_client.request(f"api/projects/{project}/model-versions/", method="GET")
+            answer.raise_for_status()
+            return answer.json()
+
+        return self._call("listing model versions", read)
+
+    def delete_predictions(self, project: int, version: str) -> None:
+        def delete():
+            answer = self.ls._client_wrapper.httpx_client.request(
+                f"api/projects/{project}/model-versions/", method="DELETE", json={"model_version": version})
+            answer.raise_for_status()
+
+        self._call(f"deleting predictions of {version}", delete)
+
+
+def latest_choice(annotations: Iterable[Any], config: LabelConfig) -> str | None:
+    """The class chosen in the newest annotation that was not skipped, or None."""
+    usable = [a for a in map(_as_dict, annotations) if not a.get("was_cancelled")]
+    for annotation in sorted(usable, key=lambda a: (str(a.get("updated_at") or ""), a.get("id") or 0), reverse=True):
+        for item in annotation.get("result") or []:
+            if item.get("from_name") == config.from_name and item.get("type") == "choices":
+                choices = (item.get("value") or {}).get("choices") or []
+                if len(choices) == 1 and choices[0] in config.classes:
+                    return choices[0]
+        return None  # the newest annotation decides, even when it chose nothing usable
+    return None

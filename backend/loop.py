@@ -1,0 +1,197 @@
+"""When to retrain: counting annotation events and coalescing training runs, per project, in Redis.
+
+Per project at most one training run is queued and one runs. Requests that arrive while one is queued join
+it (the run reads every label when it starts); requests that arrive while one runs set a flag, and the run
+enqueues exactly one follow-up when it ends. The state changes are Lua scripts, atomic across every server
+process and worker:
+
+    al:<project>:new      annotation events since the last training request
+    al:<project>:queued   "<job id> <unix time>" of the queued training job
+    al:<project>:running  id of the running job; a lease the job renews, so a killed worker frees it
+    al:<project>:rerun    set when a request arrived during the run
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
+TRAIN_ACTION = "START_TRAINING"
+TRAIN_FUNC = "backend.jobs.train_project"
+
+
+class Decision(str, enum.Enum):
+    IGNORED = "ignored"  # not an event that changes labels
+    COUNTED = "counted"  # counted; not enough new annotations to retrain yet
+    QUEUED = "queued"  # a training job was enqueued
+    JOINED = "joined"  # a training job is already queued and will see these labels
+    FOLLOW_UP = "follow_up"  # a run is in progress; one follow-up run will start after it
+
+
+def _keys(project: int) -> dict[str, str]:
+    return {name: f"al:{project}:{name}" for name in ("new", "queued", "running", "rerun")}
+
+
+# KEYS: new; ARGV: count, threshold -> 1 when the threshold is reached (and the counter restarts)
+_COUNT = """
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if n >= tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]); return 1 end
+return 0
+"""
+# KEYS: queued, running, rerun, new; ARGV: "<job id> <time>"
+_REQUEST = """
+redis.call('DEL', KEYS[4])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('SET', KEYS[3], '1'); return 'follow_up' end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 'queued' end
+return redis.call('GET', KEYS[1])
+"""
+# The winner of a request enqueues right after its SET; until then its job is not in RQ yet.
+ENQUEUE_GRACE_SECONDS = 30
+# KEYS: queued, running, rerun; ARGV: job id, lease ms -> 1 when this job may run
+_BEGIN = """
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('SET', KEYS[3], '1'); return 0 end
+local queued = redis.call('GET', KEYS[1])
+if queued and string.sub(queued, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# KEYS: queued; ARGV: the value seen -> deletes it only if nobody replaced it meanwhile
+_FORGET = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# KEYS: running; ARGV: job id, lease ms -> 1 while this job still holds the lease
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]); return 1 end
+return 0
+"""
+# KEYS: running, rerun; ARGV: job id -> 1 when a follow-up run is due
+_END = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return redis.call('DEL', KEYS[2])
+"""
+
+
+class TrainingQueue:
+    """The retraining policy over one Redis connection and one RQ queue."""
+
+    def __init__(self, queue: Queue, *, retrain_every: int = 10, lease_seconds: float = 60, job_timeout: int = 3600):
+        self.queue = queue
+        self.redis: Redis = queue.connection
+        self.retrain_every = retrain_every
+        self.lease_ms = int(lease_seconds * 1000)
+        self.job_timeout = job_timeout
+        self._count = self.redis.register_script(_COUNT)
+        self._request = self.redis.register_script(_REQUEST)
+        self._begin = self.redis.register_script(_BEGIN)
+        self._renew = self.redis.register_script(_RENEW)
+        self._end = self.redis.register_script(_END)
+        self._forget = self.redis.register_script(_FORGET)
+
+    def on_event(self, project: int, action: str, count: int = 1) -> tuple[Decision, str | None]:
+        """Count annotation events; request training at RETRAIN_EVERY of them, or at once on START_TRAINING."""
+        if action == TRAIN_ACTION:
+            return self.request(project)
+        if action not in ANNOTATION_ACTIONS:
+            return Decision.IGNORED, None
+        k = _keys(project)
+        if not self._count(keys=[k["new"]], args=[max(count, 1), self.retrain_every]):
+            return Decision.COUNTED, None
+        return self.request(project)
+
+    def request(self, project: int) -> tuple[Decision, str | None]:
+        """Ask for a training run; returns the decision and the id of the job that will see the labels."""
+        k = _keys(project)
+        job_id = f"train-{project}-{uuid.uuid4().hex[:12]}"
+        answer = self._request(keys=[k["queued"], k["running"], k["rerun"], k["new"]], args=[f"{job_id} {time.time()}"])
+        answer = answer.decode() if isinstance(answer, bytes) else answer
+        if answer == "follow_up":
+            return Decision.FOLLOW_UP, None
+        if answer == "queued":
+            self._enqueue(project, job_id)
+            return Decision.QUEUED, job_id
+        queued_id, _, since = answer.partition(" ")
+        if self._alive(queued_id) or time.time() - float(since or 0) < ENQUEUE_GRACE_SECONDS:
+            return Decision.JOINED, queued_id
+        # The queued job was lost (enqueue failed half-way, queue emptied, job expired): replace it.
+        log.warning("project %s: queued training job %s is gone; enqueuing a new one", project, queued_id)
+        self._forget(keys=[k["queued"]], args=[answer])
+        return self.request(project)
+
+    def _alive(self, job_id: str) -> bool:
+        try:
+            status = Job.fetch(job_id, connection=self.redis).get_status()
+        except NoSuchJobError:
+            return False
+        return status in (JobStatus.QUEUED, JobStatus.CREATED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+
+    def _enqueue(self, project: int, job_id: str) -> Job:
+        return self.queue.enqueue_call(
+            TRAIN_FUNC, kwargs={"project": project}, job_id=job_id, timeout=self.job_timeout,
+            description=f"train project {project}", result_ttl=7 * 24 * 3600, failure_ttl=7 * 24 * 3600,
+        )
+
+    @contextmanager
+    def run(self, project: int, job_id: str) -> Iterator[bool]:
+        """Hold the project's training lease for the block (yields False when another run holds it)."""
+        k = _keys(project)
+        if not self._begin(keys=[k["queued"], k["running"], k["rerun"]], args=[job_id, self.lease_ms]):
+            yield False
+            return
+        stop = threading.Event()
+
+        def renew():
+            while not stop.wait(self.lease_ms / 3000):
+                try:
+                    if not self._renew(keys=[k["running"]], args=[job_id, self.lease_ms]):
+                        log.warning("project %s: training lease of %s was lost", project, job_id)
+                except Exception:  # Redis blinked: the next renewal tries again before the lease ends
+                    log.exception("renewing the training lease")
+
+        renewer = threading.Thread(target=renew, daemon=True, name=f"lease-{project}")
+        renewer.start()
+        try:
+            yield True
+        finally:
+            stop.set()
+            renewer.join()
+            if self._end(keys=[k["running"], k["rerun"]], args=[job_id]):
+                decision, follow_up = self.request(project)
+                log.info("project %s: labels arrived during the run: %s %s", project, decision.value, follow_up or "")
+
+    def state(self, project: int) -> dict:
+        k = _keys(project)
+        values = self.redis.mget([k["new"], k["queued"], k["running"], k["rerun"]])
+        values[1] = values[1] and values[1].split(b" ")[0]
+        return dict(zip(("new", "queued", "running", "rerun"), [v.decode() if v else None for v in values]))
+
+
+def connect(settings: Settings, *, fail_fast: bool = False) -> Redis:
+    """A Redis connection; fail_fast for the webhook, which must answer Label Studio within 1 s."""
+    if fail_fast:
+        return Redis.from_url(settings.redis_url, socket_connect_timeout=0.3, socket_timeout=0.5,
+                              retry=Retry(NoBackoff(), 0))
+    return Redis.from_url(settings.redis_url)
+
+
+def training_queue(settings: Settings, connection: Redis | None = None) -> TrainingQueue:
+    queue = Queue(settings.rq_queue, connection=connection or connect(settings))
+    return TrainingQueue(queue, retrain_every=settings.retrain_every,
+                         lease_seconds=settings.training_lease_seconds, job_timeout=settings.train_timeout)

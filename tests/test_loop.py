@@ -1,0 +1,184 @@
+"""The retraining policy and the webhook -> RQ path, against a real redis-server started on a free port."""
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from redis import Redis
+from rq import Queue
+
+from backend.api import create_app
+from backend.loop import Decision, TrainingQueue, connect, training_queue
+from backend.settings import Settings
+
+PROJECT = 7
+
+
+@pytest.fixture()
+def queue(redis_server):
+    return Queue("test-al", connection=Redis.from_url(redis_server.url))
+
+
+def _train_jobs(queue: Queue) -> list:
+    return [job for job in queue.get_jobs() if job.func_name == "backend.jobs.train_project"]
+
+
+def test_retrain_after_every_n_annotation_events(queue):
+    loop = TrainingQueue(queue, retrain_every=3)
+    assert loop.on_event(PROJECT, "PROJECT_UPDATED")[0] is Decision.IGNORED
+    assert loop.on_event(PROJECT, "ANNOTATION_CREATED")[0] is Decision.COUNTED
+    assert loop.on_event(PROJECT, "ANNOTATION_UPDATED")[0] is Decision.COUNTED
+    decision, job_id = loop.on_event(PROJECT, "ANNOTATION_CREATED")
+    assert decision is Decision.QUEUED
+    (job,) = _train_jobs(queue)
+    assert job.id == job_id and job.kwargs == {"project": PROJECT}
+    # A bulk event counts its annotations; the counter restarted at the request.
+    assert loop.on_event(PROJECT, "ANNOTATIONS_DELETED", count=2)[0] is Decision.COUNTED
+    assert loop.state(PROJECT)["new"] == "2"
+
+
+def test_start_training_requests_at_once_and_projects_are_independent(queue):
+    loop = TrainingQueue(queue, retrain_every=100)
+    assert loop.on_event(1, "START_TRAINING")[0] is Decision.QUEUED
+    assert loop.on_event(2, "START_TRAINING")[0] is Decision.QUEUED
+    assert sorted(job.kwargs["project"] for job in _train_jobs(queue)) == [1, 2]
+
+
+def _concurrently(n: int, fn) -> list:
+    barrier, results = threading.Barrier(n), [None] * n
+
+    def run(i):
+        barrier.wait()
+        results[i] = fn()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_fifty_concurrent_requests_queue_one_run_and_one_follow_up(queue):
+    loop = TrainingQueue(queue, retrain_every=1)
+    decisions = [d for d, _ in _concurrently(50, lambda: loop.on_event(PROJECT, "ANNOTATION_CREATED"))]
+    assert decisions.count(Decision.QUEUED) == 1 and decisions.count(Decision.JOINED) == 49
+    (job,) = _train_jobs(queue)
+
+    # The queued job starts: requests during the run all ask for a follow-up, and none is queued yet ...
+    with loop.run(PROJECT, job.id) as holds:
+        assert holds
+        queue.empty()
+        during = [d for d, _ in _concurrently(50, lambda: loop.on_event(PROJECT, "START_TRAINING"))]
+        assert set(during) == {Decision.FOLLOW_UP}
+        assert _train_jobs(queue) == []
+        # ... and a second job for the same project does not run beside it.
+        with loop.run(PROJECT, "intruder") as second:
+            assert not second
+    # ... until the run ends: exactly one follow-up.
+    assert len(_train_jobs(queue)) == 1
+    assert loop.state(PROJECT)["running"] is None
+
+
+def test_a_run_without_new_requests_queues_nothing(queue):
+    loop = TrainingQueue(queue, retrain_every=1)
+    _, job_id = loop.request(PROJECT)
+    queue.empty()
+    with loop.run(PROJECT, job_id):
+        pass
+    assert _train_jobs(queue) == []
+
+
+def test_a_lost_queued_job_is_replaced(queue, monkeypatch):
+    loop = TrainingQueue(queue, retrain_every=1)
+    _, lost = loop.request(PROJECT)
+    queue.empty()  # deletes the job too
+    # Within the grace period the job may still be on its way into RQ: join it.
+    assert loop.request(PROJECT) == (Decision.JOINED, lost)
+    monkeypatch.setattr("backend.loop.ENQUEUE_GRACE_SECONDS", 0)
+    decision, job_id = loop.request(PROJECT)
+    assert decision is Decision.QUEUED and [j.id for j in _train_jobs(queue)] == [job_id]
+
+
+def test_a_killed_runs_lease_expires(queue, redis_server, tmp_path):
+    """A worker killed mid-training (SIGKILL: no cleanup) blocks new runs only until its lease ends."""
+    holder = textwrap.dedent(f"""
+        import time
+        from redis import Redis
+        from rq import Queue
+        from backend.loop import TrainingQueue
+        loop = TrainingQueue(Queue("test-al", connection=Redis.from_url({redis_server.url!r})), lease_seconds=1.5)
+        with loop.run({PROJECT}, "doomed") as holds:
+            print("holding", holds, flush=True)
+            time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "holding True"
+        time.sleep(2)  # longer than the lease: the holder's renewals keep it alive
+        loop = TrainingQueue(queue, retrain_every=1)
+        assert loop.request(PROJECT)[0] is Decision.FOLLOW_UP
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.time() + 5
+    while loop.state(PROJECT)["running"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert loop.state(PROJECT)["running"] is None
+    assert loop.request(PROJECT)[0] is Decision.QUEUED
+
+
+def _webhook(client, action: str, project: int = PROJECT, **extra):
+    return client.post("/webhook", json={"action": action, "project": {"id": project}, **extra})
+
+
+def test_webhooks_enqueue_training_through_the_app(trained_model_dir, redis_server):
+    settings = Settings(model_dir=trained_model_dir, redis_url=redis_server.url, rq_queue="test-al", retrain_every=2)
+    client = create_app(settings).test_client()
+    first = _webhook(client, "ANNOTATION_CREATED", annotation={"id": 1}, task={"id": 1})
+    assert first.status_code == 200 and first.json["status"] == "counted"
+    second = _webhook(client, "ANNOTATION_CREATED", annotation={"id": 2}, task={"id": 2})
+    assert second.json["status"] == "queued" and second.json["job"].startswith(f"train-{PROJECT}-")
+    # "Start Training" while that job waits joins it; Label Studio shows the job id it answers.
+    button = _webhook(client, "START_TRAINING")
+    assert button.json == {"status": "joined", "action": "START_TRAINING", "project": PROJECT,
+                           "job": second.json["job"]}
+    queue = training_queue(settings).queue
+    assert [j.id for j in _train_jobs(queue)] == [second.json["job"]]
+    # The project id may also come from the annotation alone.
+    bare = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "annotation": {"id": 3, "project": 9}})
+    assert bare.json["project"] == 9
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'ml_backend_webhooks_total{action="START_TRAINING",decision="joined"}' in metrics
+
+
+def test_fifty_concurrent_webhooks_queue_one_job(trained_model_dir, redis_server):
+    settings = Settings(model_dir=trained_model_dir, redis_url=redis_server.url, rq_queue="test-al", retrain_every=1)
+    app = create_app(settings)
+    answers = _concurrently(50, lambda: _webhook(app.test_client(), "ANNOTATION_CREATED", annotation={"id": 1}))
+    assert all(a.status_code == 200 for a in answers)
+    assert sorted(a.json["status"] for a in answers).count("queued") == 1
+    assert len({a.json["job"] for a in answers}) == 1
+    assert len(_train_jobs(training_queue(settings).queue)) == 1
+
+
+def test_redis_down_answers_503_within_a_second_then_recovers(trained_model_dir, redis_server):
+    settings = Settings(model_dir=trained_model_dir, redis_url=redis_server.url, rq_queue="test-al", retrain_every=1)
+    client = create_app(settings).test_client()
+    assert _webhook(client, "START_TRAINING").json["status"] == "queued"
+
+    redis_server.stop()
+    started = time.perf_counter()
+    down = _webhook(client, "ANNOTATION_CREATED", annotation={"id": 5})
+    elapsed = time.perf_counter() - started
+    assert down.status_code == 503 and "Redis" in down.json["error"]
+    assert elapsed < 1.0, f"503 took {elapsed:.2f} s; Label Studio gives up after 1 s"
+
+    # Redis back (empty: it keeps nothing here): the next event catches up with a fresh job.
+    redis_server.start()
+    again = _webhook(client, "START_TRAINING")
+    assert again.status_code == 200 and again.json["status"] == "queued"
+    assert len(_train_jobs(Queue("test-al", connection=connect(settings)))) == 1
