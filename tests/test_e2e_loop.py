@@ -1,0 +1,214 @@
+"""The active-learning loop end to end: a real Label Studio, a real redis-server, real RQ workers and the
+backend under gunicorn. Annotations made through Label Studio's API reach /webhook as Label Studio sends them.
+"""
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from rq.job import Job
+
+from backend.labels import parse_label_config
+from backend.loop import connect
+from backend.model import Classifier
+from backend.predictor import class_probabilities
+from backend.registry import Registry
+from backend.settings import Settings
+from tests.conftest import LABEL_CONFIG, RedisServer, free_port, read_demo, start, stop, wait_http
+
+pytestmark = pytest.mark.e2e
+
+RETRAIN_EVERY = 12
+
+
+@dataclass
+class Stack:
+    ls: object
+    ls_url: str
+    token: str
+    backend: str
+    redis_url: str
+    model_dir: Path
+    env: dict
+    logs: Path
+    worker: object = None
+
+    def start_worker(self, **overrides) -> None:
+        env = {**self.env, **{k: str(v) for k, v in overrides.items()}}
+        self.worker = start([sys.executable, "-m", "backend", "worker"], env, self.logs / "worker.log")
+
+    def webhook(self, action: str, project: int) -> dict:
+        answer = requests.post(f"{self.backend}/webhook", json={"action": action, "project": {"id": project}},
+                               timeout=5)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def project_version(self, project: int) -> str | None:
+        return self.ls.projects.get(id=project).model_version
+
+    def wait_version(self, project: int, version: str, seconds: float = 400) -> None:
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            if self.project_version(project) == version:
+                return
+            assert self.worker.poll() is None, (self.logs / "worker.log").read_text()[-4000:]
+            time.sleep(1)
+        raise TimeoutError(f"project {project} never switched to {version}:\n"
+                           + (self.logs / "worker.log").read_text()[-4000:])
+
+
+@pytest.fixture(scope="module")
+def stack(label_studio, tmp_path_factory):
+    from label_studio_sdk import LabelStudio
+
+    url, token = label_studio
+    logs = tmp_path_factory.mktemp("loop")
+    redis = RedisServer(logs).start()
+    port = free_port()
+    env = {
+        "HF_HUB_OFFLINE": "1", "MODEL_DIR": str(logs / "models"), "REDIS_URL": redis.url, "RQ_QUEUE": "e2e",
+        "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": token, "LABEL_STUDIO_ATTEMPTS": "3",
+        "LABEL_STUDIO_BACKOFF": "0.2", "RETRAIN_EVERY": str(RETRAIN_EVERY), "MIN_LABELS_PER_CLASS": "3",
+        # A short recipe: this test checks the loop, docs/active-learning.md the learning.
+        "TRAIN_EPOCHS": "2", "TRAIN_MIN_STEPS": "8", "RESCORE_CHUNK": "15", "TRAINING_LEASE_SECONDS": "3",
+        "WORKERS": "2", "THREADS": "4",
+    }
+    backend = start([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                    env, logs / "backend.log")
+    stack = Stack(LabelStudio(base_url=url, api_key=token), url, token, f"http://127.0.0.1:{port}", redis.url,
+                  logs / "models", env, logs)
+    try:
+        wait_http(f"{stack.backend}/health", backend, 180, logs / "backend.log")
+        stack.start_worker()
+        yield stack
+    finally:
+        if stack.worker:
+            stop(stack.worker)
+        stop(backend)
+        redis.stop()
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and its descendants, as the OOM killer or a lost machine would: no cleanup runs."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    doomed, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        doomed.append(current)
+        todo += children.get(current, [])
+    for victim in doomed:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _choice(label: str) -> list:
+    return [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+
+
+def _as_dict(item):
+    return item if isinstance(item, dict) else item.model_dump()
+
+
+@pytest.fixture(scope="module")
+def project(stack):
+    labeled = read_demo("tweets_labeled.csv")
+    to_label = [r for r in labeled if r["label"] == "xenófobo"][:4] + [r for r in labeled if r["label"] == "ok"][:8]
+    pool = [r["text"] for r in read_demo("tweets_pool.csv")[:36]]
+    ls = stack.ls
+    created = ls.projects.create(title="e2e loop", label_config=LABEL_CONFIG)
+    answer = ls.projects.import_tasks(id=created.id, request=[{"text": r["text"]} for r in to_label] +
+                                      [{"text": t} for t in pool], return_task_ids=True)
+    ids = list(answer.task_ids)
+    # Connecting the backend makes Label Studio send every event to <backend>/webhook.
+    ls.ml.create(project=created.id, url=stack.backend, title="tweets")
+    ls.projects.update(id=created.id, sampling="Uncertainty sampling")
+    return created.id, list(zip(ids[:12], [r["label"] for r in to_label])), ids[12:]
+
+
+def test_annotations_retrain_promote_and_requeue(stack, project):
+    pid, to_label, unlabeled = project
+    for task_id, label in to_label:
+        stack.ls.annotations.create(id=task_id, result=_choice(label))
+    version = f"project{pid}-v1"
+    stack.wait_version(pid, version)
+
+    # The worker trained on the 12 labels read from Label Studio and promoted the version.
+    current = Registry(stack.model_dir).current(str(pid))
+    assert current.name == version and current.metadata["labels_used"] == RETRAIN_EVERY
+    assert current.metadata["label_counts"] == {"ok": 8, "xenófobo": 4}
+    # Every gunicorn worker reports it, without restart.
+    for _ in range(4):
+        setup = requests.post(f"{stack.backend}/setup", json={"project": f"{pid}.1700000000", "schema": LABEL_CONFIG},
+                              timeout=5)
+        assert setup.json()["model_version"] == version
+
+    # Every unlabeled task carries one prediction of the new version, scored by its margin.
+    classifier = Classifier.load(current.path, version=version)
+    config = parse_label_config(LABEL_CONFIG)
+    scores = {}
+    for task in stack.ls.tasks.list(project=pid, fields="all", page_size=100):
+        if task.id not in unlabeled:
+            continue
+        predictions = [_as_dict(p) for p in task.predictions]
+        assert [p["model_version"] for p in predictions] == [version], f"task {task.id}: {predictions}"
+        probs = class_probabilities(classifier, config, [task.data["text"]])[0]
+        assert predictions[0]["score"] == pytest.approx(abs(probs[0] - probs[1]), abs=1e-4)
+        assert predictions[0]["result"][0]["value"]["choices"] == [config.classes[int(np.argmax(probs))]]
+        scores[task.id] = predictions[0]["score"]
+    assert sorted(scores) == sorted(unlabeled)
+
+    # Uncertainty sampling now serves the task the new model is least sure of.
+    answer = requests.get(f"{stack.ls_url}/api/projects/{pid}/next",
+                          headers={"Authorization": f"Token {stack.token}"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] == min(scores, key=scores.get)
+
+
+def test_worker_killed_mid_training_keeps_the_previous_version(stack, project):
+    pid, _, _ = project
+    before = Registry(stack.model_dir).current(str(pid)).name
+    # A worker whose training lasts long enough to be killed in the middle of it.
+    stop(stack.worker)
+    stack.start_worker(TRAIN_MIN_STEPS=100000)
+    job_id = stack.webhook("START_TRAINING", pid)["job"]
+    redis = connect(Settings(redis_url=stack.redis_url))
+    deadline = time.time() + 180
+    while (Job.fetch(job_id, connection=redis).meta.get("step") or 0) < 2:
+        assert time.time() < deadline, (stack.logs / "worker.log").read_text()[-3000:]
+        time.sleep(0.5)
+    _kill_tree(stack.worker.pid)  # the worker and its work horse (RQ gives the horse a session of its own)
+    stack.worker.wait()
+
+    registry = Registry(stack.model_dir)
+    assert registry.current(str(pid)).name == before
+    assert [v.name for v in registry.versions(str(pid))] == [before]
+    assert stack.project_version(pid) == before
+    setup = requests.post(f"{stack.backend}/setup", json={"project": str(pid), "schema": LABEL_CONFIG}, timeout=5)
+    assert setup.json()["model_version"] == before
+
+    # Once the dead run's lease is over, the next request redoes the work on a healthy worker.
+    time.sleep(float(stack.env["TRAINING_LEASE_SECONDS"]) + 1)
+    stack.start_worker()
+    assert stack.webhook("START_TRAINING", pid)["status"] == "queued"
+    after = f"project{pid}-v2"
+    stack.wait_version(pid, after)
+    promoted = Registry(stack.model_dir).current(str(pid))
+    assert promoted.name == after and promoted.metadata["parent"] == before
+    # Label Studio keeps the predictions of the serving version only.
+    versions = requests.get(f"{stack.ls_url}/api/projects/{pid}/model-versions/",
+                            headers={"Authorization": f"Token {stack.token}"}, timeout=30).json()
+    assert set(versions) == {after}, versions
