@@ -17,6 +17,7 @@ import logging
 import time
 from collections import Counter
 
+import torch
 from rq import Queue, get_current_job
 from transformers import TrainerCallback
 
@@ -60,8 +61,15 @@ def recipe(settings: Settings, *, warm: bool) -> TrainConfig:
     )
 
 
-def train_project(project: int) -> dict:
+def _settings() -> Settings:
     settings = Settings()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    return settings
+
+
+def train_project(project: int) -> dict:
+    settings = _settings()
     job = get_current_job()
     trainings = training_queue(settings, job.connection)
     with trainings.run(project, job.id) as holds_lease:
@@ -90,7 +98,8 @@ def _train(project: int, settings: Settings, queue: Queue) -> dict:
     registry = Registry(settings.model_dir)
     scope = scope_of(project)
     serving = registry.resolve(project)
-    warm = bool(settings.warm_start and serving and sorted(serving.metadata.get("classes", [])) == sorted(config.classes))
+    same_classes = serving is not None and sorted(serving.metadata.get("classes", [])) == sorted(config.classes)
+    warm = settings.warm_start and same_classes
     _progress(stage="training", labels=len(labels), warm_start=warm, base=serving.name if warm else settings.model_name)
     version = train_version(
         texts, labels, config.classes,
@@ -138,7 +147,7 @@ def _superseded(project: int, version: str, settings: Settings) -> bool:
 
 
 def score_chunk(project: int, version: str, label_config: str, tasks: list[list]) -> dict:
-    settings = Settings()
+    settings = _settings()
     if _superseded(project, version, settings):
         return {"status": "superseded", "version": version}
     started = time.time()

@@ -127,7 +127,8 @@ class LabelStudioClient:
     def model_versions(self, project: int) -> dict[str, int]:
         """{model_version: number of predictions} in the project."""
         def read():
-            answer = self.ls._client_wrapper.httpx_client.request(f"api/projects/{project}/model-versions/", method="GET")
+            path = f"api/projects/{project}/model-versions/"
+            answer = self.ls._client_wrapper.httpx_client.request(path, method="GET")
             answer.raise_for_status()
             return answer.json()
 

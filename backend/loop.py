@@ -128,7 +128,8 @@ class TrainingQueue:
             self._enqueue(project, job_id)
             return Decision.QUEUED, job_id
         queued_id, _, since = answer.partition(" ")
-        if self._alive(queued_id) or time.time() - float(since or 0) < ENQUEUE_GRACE_SECONDS:
+        # Checking RQ costs a job fetch; a job queued moments ago is trusted (webhooks come in bursts).
+        if time.time() - float(since or 0) < ENQUEUE_GRACE_SECONDS or self._alive(queued_id):
             return Decision.JOINED, queued_id
         # The queued job was lost (enqueue failed half-way, queue emptied, job expired): replace it.
         log.warning("project %s: queued training job %s is gone; enqueuing a new one", project, queued_id)

@@ -73,7 +73,10 @@ class Registry:
 
     def versions(self, scope: str) -> list[Version]:
         folder = self._scope_dir(scope) / "versions"
-        found = [Version(scope, p.name, p) for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
+        if not folder.is_dir():
+            return []
+        # Hidden folders are versions being written or deleted.
+        found = [Version(scope, p.name, p) for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
         return sorted(found, key=lambda v: _number(v.name))
 
     def scopes(self) -> list[str]:

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # A training run holds a lease it renews; a killed worker's lease ends after this long.
     training_lease_seconds: float = Field(default=60, gt=0)
     train_timeout: int = Field(default=3600, ge=60)
+    # CPU threads torch uses in each worker's jobs (0: torch's default, all cores). Several workers on one
+    # machine should split the cores between them, or they slow each other down.
+    torch_threads: int = Field(default=0, ge=0)
 
     @field_validator("log_level")
     @classmethod

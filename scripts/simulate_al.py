@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,7 +32,8 @@ from backend import uncertainty  # noqa: E402
 from backend.model import Classifier  # noqa: E402
 from backend.registry import Registry  # noqa: E402
 from backend.settings import Settings  # noqa: E402
-from backend.training import TrainConfig, train_version  # noqa: E402
+from backend.jobs import recipe  # noqa: E402
+from backend.training import train_version  # noqa: E402
 
 CLASSES = ["ok", "xenófobo"]
 
@@ -42,7 +44,7 @@ def read(path: Path) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
-def run(name, strategy, warm, pool_x, pool_y, test_x, test_y, steps, seed, base_model, recipe):
+def run(name, strategy, warm, pool_x, pool_y, test_x, test_y, steps, seed, settings):
     rng = np.random.default_rng(seed)
     labeled = list(rng.choice(len(pool_x), size=steps[0], replace=False))
     registry = Registry(tempfile.mkdtemp(prefix=f"sim-{name}-"))
@@ -59,11 +61,11 @@ def run(name, strategy, warm, pool_x, pool_y, test_x, test_y, steps, seed, base_
                 scores = uncertainty.score(clf.predict_proba([pool_x[i] for i in rest]), strategy)
                 picked = rest[np.argsort(scores, kind="stable")[:need]]
             labeled.extend(int(i) for i in picked)
-        config = TrainConfig(**(recipe["warm"] if warm and previous else recipe["base"]), progress=False)
+        config = recipe(settings, warm=bool(warm and previous))  # exactly what the worker trains with
         started = time.time()
         version = train_version(
             [pool_x[i] for i in labeled], [pool_y[i] for i in labeled], CLASSES,
-            base_model=str(previous.path) if warm and previous else base_model,
+            base_model=str(previous.path) if warm and previous else settings.model_name,
             registry=registry, scope="sim", config=config, parent=previous.name if previous else None,
         )
         seconds = time.time() - started
@@ -95,17 +97,15 @@ def main() -> None:
     pool_x, test_x, pool_y, test_y = train_test_split(
         texts, labels, test_size=args.test_size, stratify=labels, random_state=args.seed)
     steps = [int(s) for s in args.steps.split(",")]
-    # The recipes the worker uses (backend/jobs.py): see docs/active-learning.md for why.
-    recipe = {"base": {"epochs": 4, "learning_rate": 1e-4, "min_steps": 100},
-              "warm": {"epochs": 2, "learning_rate": 5e-5, "min_steps": 40}}
-    base_model = Settings().model_name
+    # The worker's recipe (backend/jobs.py), with the settings of the environment (TRAIN_EPOCHS, ...).
+    settings = Settings()
     results = []
     for name in args.runs.split(","):
         strategy, mode = name.split("-")
-        results += run(name, strategy, mode == "warm", pool_x, pool_y, test_x, test_y, steps, args.seed,
-                       base_model, recipe)
-        args.out.write_text(json.dumps({"recipe": recipe, "test_size": len(test_y), "rows": results}, indent=1,
-                                       ensure_ascii=False))
+        results += run(name, strategy, mode == "warm", pool_x, pool_y, test_x, test_y, steps, args.seed, settings)
+        recipes = {"base": asdict(recipe(settings, warm=False)), "warm": asdict(recipe(settings, warm=True))}
+        args.out.write_text(json.dumps({"recipe": recipes, "test_size": len(test_y), "seed": args.seed,
+                                        "rows": results}, indent=1, ensure_ascii=False))
     print(f"\n{'run':<16}" + "".join(f"{s:>8}" for s in steps))
     for name in args.runs.split(","):
         f1s = {r["labels"]: r["f1_xenofobo"] for r in results if r["run"] == name}

@@ -57,3 +57,21 @@ def test_too_few_labels_is_refused_with_counts(tmp_path):
         train_version(["a", "b", "c"], ["ok", "ok", "xenófobo"], ["ok", "xenófobo"],
                       base_model=Settings().model_name, registry=Registry(tmp_path), scope="default")
     assert Registry(tmp_path).current("default") is None
+
+
+def test_rollback_serves_an_earlier_version(tmp_path):
+    from backend.registry import Registry
+
+    registry = Registry(tmp_path)
+    for _ in range(2):
+        with registry.stage("4") as staged:
+            (staged / "weights.bin").write_text("w")
+            registry.promote("4", staged, {})
+    env = {"MODEL_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "backend", "rollback", "--project", "4", "--to", "project4-v1",
+                           "--no-rescore"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert registry.current("4").name == "project4-v1"
+    missing = subprocess.run([sys.executable, "-m", "backend", "rollback", "--project", "4", "--to", "project4-v9"],
+                             cwd=ROOT, env=env, capture_output=True, text=True)
+    assert missing.returncode == 1 and "no version 'project4-v9'" in missing.stderr

@@ -24,7 +24,7 @@ from tests.conftest import LABEL_CONFIG, RedisServer, free_port, read_demo, star
 
 pytestmark = pytest.mark.e2e
 
-RETRAIN_EVERY = 12
+RETRAIN_EVERY = 10
 
 
 @dataclass
@@ -139,16 +139,36 @@ def project(stack):
     return created.id, list(zip(ids[:12], [r["label"] for r in to_label])), ids[12:]
 
 
+def _wait_job(stack, job_id: str, seconds: float = 120) -> Job:
+    redis = connect(Settings(redis_url=stack.redis_url))
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        job = Job.fetch(job_id, connection=redis)
+        if job.is_finished or job.is_failed:
+            return job
+        time.sleep(0.5)
+    raise TimeoutError(f"job {job_id} still {job.get_status()}")
+
+
 def test_annotations_retrain_promote_and_requeue(stack, project):
     pid, to_label, unlabeled = project
-    for task_id, label in to_label:
+    # Cold start: two labels of one class are not enough to train; nothing is promoted.
+    for task_id, label in to_label[:2]:
+        stack.ls.annotations.create(id=task_id, result=_choice(label))
+    job = _wait_job(stack, stack.webhook("START_TRAINING", pid)["job"])
+    assert job.return_value()["status"] == "cold_start", job.latest_result().exc_string
+    assert job.return_value()["label_counts"] == {"xenófobo": 2}
+    assert Registry(stack.model_dir).current(str(pid)) is None
+
+    # RETRAIN_EVERY more annotations, each a webhook from Label Studio, start the first training.
+    for task_id, label in to_label[2:]:
         stack.ls.annotations.create(id=task_id, result=_choice(label))
     version = f"project{pid}-v1"
     stack.wait_version(pid, version)
 
-    # The worker trained on the 12 labels read from Label Studio and promoted the version.
+    # The worker trained on all 12 labels read from Label Studio and promoted the version.
     current = Registry(stack.model_dir).current(str(pid))
-    assert current.name == version and current.metadata["labels_used"] == RETRAIN_EVERY
+    assert current.name == version and current.metadata["labels_used"] == 12
     assert current.metadata["label_counts"] == {"ok": 8, "xenófobo": 4}
     # Every gunicorn worker reports it, without restart.
     for _ in range(4):
@@ -208,7 +228,12 @@ def test_worker_killed_mid_training_keeps_the_previous_version(stack, project):
     stack.wait_version(pid, after)
     promoted = Registry(stack.model_dir).current(str(pid))
     assert promoted.name == after and promoted.metadata["parent"] == before
-    # Label Studio keeps the predictions of the serving version only.
-    versions = requests.get(f"{stack.ls_url}/api/projects/{pid}/model-versions/",
-                            headers={"Authorization": f"Token {stack.token}"}, timeout=30).json()
-    assert set(versions) == {after}, versions
+    # Label Studio keeps the predictions of the serving version only (deleted right after the switch).
+    deadline = time.time() + 30
+    while True:
+        versions = requests.get(f"{stack.ls_url}/api/projects/{pid}/model-versions/",
+                                headers={"Authorization": f"Token {stack.token}"}, timeout=30).json()
+        if set(versions) == {after} or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert versions == {after: 36}, versions

