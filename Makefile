@@ -6,7 +6,7 @@ LS_VENV ?= .venv-ls
 LABEL_STUDIO_VERSION ?= 1.23.2
 PY := $(VENV)/bin/python
 
-.PHONY: install test serve benchmark clean
+.PHONY: install test serve worker benchmark clean
 
 install: $(VENV)/.installed $(LS_VENV)/.installed
 
@@ -28,8 +28,13 @@ test: install
 serve: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m backend serve
 
+# An RQ worker for the retraining loop (needs Redis at REDIS_URL and LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY).
+worker: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m backend worker
+
 benchmark: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark_predict.py
+	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark_loop.py
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache

@@ -174,16 +174,20 @@ def main() -> None:
 
         version = 1
         for n in [int(w) for w in args.workers.split(",")]:
-            while len(workers) < n:
-                workers.append(start_worker(env, work / f"worker-{len(workers) + 1}.log"))
-            time.sleep(5)  # let new workers finish importing torch before the clock starts
+            # n workers split the cores, as the README advises (TORCH_THREADS); else they oversubscribe them.
+            threads = max(1, (os.cpu_count() or 1) // n)
+            for proc in workers:
+                stop(proc)
+            workers = [start_worker({**env, "TORCH_THREADS": str(threads)}, work / f"worker-{i + 1}.log")
+                       for i in range(n)]
+            time.sleep(10)  # let the workers finish importing torch before the clock starts
             version += 1
             task = unlabeled.pop(0)
             started = time.time()
             ls.annotations.create(id=task, result=choice("ok"))
             done = wait_switch(ls, project, f"project{project}-v{version}", workers)
             parts = job_breakdown(redis, started)
-            print(f"loop latency with {n} worker(s): {done - started:.1f} s "
+            print(f"loop latency with {n} worker(s) x {threads} torch threads: {done - started:.1f} s "
                   f"(read labels {parts['read']:.1f} s, train {parts['train']:.1f} s, "
                   f"{parts['chunks']} chunks: scoring {parts['score']:.1f} s, scoring+writing {parts['chunk_total']:.1f} s "
                   f"summed over workers)")
