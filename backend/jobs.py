@@ -28,6 +28,7 @@ from .loop import training_queue
 from .model import Classifier
 from .predictor import predict_tasks
 from .registry import Registry, scope_of
+from .serving import model_options
 from .settings import Settings
 from .training import TrainConfig, train_version
 
@@ -152,9 +153,8 @@ def score_chunk(project: int, version: str, label_config: str, tasks: list[list]
         return {"status": "superseded", "version": version}
     started = time.time()
     config = parse_label_config(label_config)
-    registry_version = Registry(settings.model_dir).resolve(project)
-    classifier = Classifier.load(registry_version.path, version=version, max_length=settings.max_length,
-                                 batch_size=settings.batch_size, normalize=settings.normalize_tweets)
+    path = Registry(settings.model_dir).resolve(project).path
+    classifier = Classifier.load(path, version=version, **model_options(settings))
     _progress(stage="scoring", version=version, tasks=len(tasks))
     results = predict_tasks(classifier, config, [{"id": i, "data": {config.data_key: text}} for i, text in tasks],
                             strategy=settings.uncertainty, max_chars=settings.max_text_chars)

@@ -11,6 +11,8 @@ import logging
 import threading
 from pathlib import Path
 
+import torch
+
 from .model import Classifier
 from .registry import Registry, Version
 from .settings import Settings
@@ -27,6 +29,8 @@ class ModelStore:
         self._loaded: dict[Path | str, Classifier] = {}
         self._base_version: str | None = None
         self._lock = threading.Lock()
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
 
     def warm_up(self) -> Classifier:
         """Load what serves projects without a version of their own, before the first request."""
@@ -50,7 +54,7 @@ class ModelStore:
     def _load(self, version: Version | None) -> Classifier:
         if version is None:
             return self._load_base()
-        classifier = Classifier.load(version.path, version=version.name, **self._options())
+        classifier = Classifier.load(version.path, version=version.name, **model_options(self.settings))
         # Keep the newest version of each scope (and the base), drop the ones it replaced.
         for key in [k for k in self._loaded if isinstance(k, Path) and k.parent == version.path.parent]:
             del self._loaded[key]
@@ -62,7 +66,7 @@ class ModelStore:
         if name in self._loaded:
             return self._loaded[name]
         classifier = Classifier.load(
-            name, version=UNTRAINED, labels_override=self.settings.labels_override, **self._options()
+            name, version=UNTRAINED, labels_override=self.settings.labels_override, **model_options(self.settings)
         )
         if classifier.trained:
             classifier.version = Path(name.rstrip("/")).name
@@ -75,6 +79,8 @@ class ModelStore:
         self._loaded[name] = classifier
         return classifier
 
-    def _options(self) -> dict:
-        s = self.settings
-        return {"max_length": s.max_length, "batch_size": s.batch_size, "normalize": s.normalize_tweets}
+
+
+def model_options(settings: Settings) -> dict:
+    """Classifier.load options from the settings (shared by the server and the re-scoring jobs)."""
+    return {"max_length": settings.max_length, "batch_size": settings.batch_size, "normalize": settings.normalize_tweets}

@@ -83,8 +83,8 @@ class Settings(BaseSettings):
     # A training run holds a lease it renews; a killed worker's lease ends after this long.
     training_lease_seconds: float = Field(default=60, gt=0)
     train_timeout: int = Field(default=3600, ge=60)
-    # CPU threads torch uses in each worker's jobs (0: torch's default, all cores). Several workers on one
-    # machine should split the cores between them, or they slow each other down.
+    # CPU threads torch uses per process, server and worker jobs (0: torch's default, all cores). Several
+    # workers on one machine should split the cores between them, or they slow each other down.
     torch_threads: int = Field(default=0, ge=0)
 
     @field_validator("log_level")

@@ -18,6 +18,7 @@ import concurrent.futures
 import csv
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -129,6 +130,8 @@ def main() -> None:
     parser.add_argument("--label-studio", default=str(ROOT / ".venv-ls" / "bin" / "label-studio"))
     parser.add_argument("--webhook-only", action="store_true", help="only Redis and the backend: webhook latency")
     args = parser.parse_args()
+    # `timeout` and Ctrl-C must still stop the processes started here (the finally blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.webhook_only:
         return webhook_only()
     from label_studio_sdk import LabelStudio
