@@ -83,4 +83,5 @@ class ModelStore:
 
 def model_options(settings: Settings) -> dict:
     """Classifier.load options from the settings (shared by the server and the re-scoring jobs)."""
-    return {"max_length": settings.max_length, "batch_size": settings.batch_size, "normalize": settings.normalize_tweets}
+    s = settings
+    return {"max_length": s.max_length, "batch_size": s.batch_size, "normalize": s.normalize_tweets}

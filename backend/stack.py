@@ -94,31 +94,29 @@ class RedisServer:
             self.proc.wait(timeout=10)
 
 
+def start_http(cmd, env: dict, port: int, log: Path, timeout: float) -> tuple[subprocess.Popen, str]:
+    """Start a server and wait until its /health answers; (process, base URL)."""
+    proc = start(cmd, env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", proc, timeout, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, url
+
+
 def start_label_studio(binary: str, data_dir: Path, port: int, *, username: str, password: str, token: str,
                        timeout: float = 300) -> tuple[subprocess.Popen, str]:
     env = {"LABEL_STUDIO_BASE_DATA_DIR": str(data_dir), **LABEL_STUDIO_ENV}
     cmd = [binary, "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port),
            "--username", username, "--password", password, "--user-token", token]
-    log = data_dir / "label-studio.log"
-    proc = start(cmd, env, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", proc, timeout, log)
-    except Exception:
-        stop(proc)
-        raise
-    return proc, url
+    return start_http(cmd, env, port, data_dir / "label-studio.log", timeout)
 
 
 def start_backend(env: dict, port: int, log: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
-    proc = start([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)], env, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", proc, timeout, log)
-    except Exception:
-        stop(proc)
-        raise
-    return proc, url
+    cmd = [sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return start_http(cmd, env, port, log, timeout)
 
 
 def start_worker(env: dict, log: Path) -> subprocess.Popen:

@@ -111,11 +111,13 @@ def webhook_only() -> None:
     redis_server = RedisServer(work).start()
     env = {"MODEL_DIR": str(work / "models"), "REDIS_URL": redis_server.url, "HF_HUB_OFFLINE": "1"}
     try:
-        for every in ("1", "10"):
-            proc, backend = start_backend({**env, "RETRAIN_EVERY": every}, free_port(), work / "backend.log")
+        for workers, every in (("1", "1"), ("1", "10"), ("2", "1"), ("2", "10")):
+            overrides = {"RETRAIN_EVERY": every, "WORKERS": workers}
+            proc, backend = start_backend({**env, **overrides}, free_port(), work / "backend.log")
             try:
                 p50, p99 = webhook_latency(backend)
-                print(f"webhook latency, 50 concurrent posts x4, RETRAIN_EVERY={every}: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+                print(f"webhook latency, 50 concurrent posts x4, WORKERS={workers} RETRAIN_EVERY={every}: "
+                      f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
             finally:
                 stop(proc)
     finally:
@@ -192,8 +194,8 @@ def main() -> None:
             parts = job_breakdown(redis, started)
             print(f"loop latency with {n} worker(s) x {threads} torch threads: {done - started:.1f} s "
                   f"(read labels {parts['read']:.1f} s, train {parts['train']:.1f} s, "
-                  f"{parts['chunks']} chunks: scoring {parts['score']:.1f} s, scoring+writing {parts['chunk_total']:.1f} s "
-                  f"summed over workers)")
+                  f"{parts['chunks']} chunks: scoring {parts['score']:.1f} s, "
+                  f"scoring+writing {parts['chunk_total']:.1f} s summed over workers)")
     finally:
         for proc in workers + [backend_proc, ls_proc]:
             stop(proc)

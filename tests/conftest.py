@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 
 from backend.registry import Registry  # noqa: E402
 from backend.settings import Settings  # noqa: E402
-from backend.stack import RedisServer, free_port, start, start_label_studio, stop, wait_http  # noqa: E402,F401
+from backend.stack import RedisServer, free_port, start_label_studio, stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "backend" / "demo"

@@ -1,7 +1,5 @@
 """End to end against a real Label Studio 1.23 (started here) and the backend under gunicorn."""
 
-import sys
-
 import numpy as np
 import pytest
 import requests
@@ -10,20 +8,19 @@ from backend.labels import parse_label_config
 from backend.model import Classifier
 from backend.predictor import class_probabilities
 from backend.registry import Registry
-from tests.conftest import LABEL_CONFIG, free_port, read_demo, start, stop, wait_http
+from backend.stack import free_port, start_backend, stop
+from tests.conftest import LABEL_CONFIG, read_demo
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def backend_url(trained_model_dir, tmp_path_factory):
-    port = free_port()
     log = tmp_path_factory.mktemp("backend") / "backend.log"
     env = {"MODEL_DIR": str(trained_model_dir), "HF_HUB_OFFLINE": "1", "WORKERS": "2", "THREADS": "2"}
-    proc = start([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    proc, url = start_backend(env, free_port(), log)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", proc, 180, log)
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         stop(proc)
 

@@ -4,7 +4,6 @@ backend under gunicorn. Annotations made through Label Studio's API reach /webho
 
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,8 @@ from backend.model import Classifier
 from backend.predictor import class_probabilities
 from backend.registry import Registry
 from backend.settings import Settings
-from tests.conftest import LABEL_CONFIG, RedisServer, free_port, read_demo, start, stop, wait_http
+from backend.stack import RedisServer, free_port, start_backend, start_worker, stop
+from tests.conftest import LABEL_CONFIG, read_demo
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,7 @@ class Stack:
 
     def start_worker(self, **overrides) -> None:
         env = {**self.env, **{k: str(v) for k, v in overrides.items()}}
-        self.worker = start([sys.executable, "-m", "backend", "worker"], env, self.logs / "worker.log")
+        self.worker = start_worker(env, self.logs / "worker.log")
 
     def webhook(self, action: str, project: int) -> dict:
         answer = requests.post(f"{self.backend}/webhook", json={"action": action, "project": {"id": project}},
@@ -70,7 +70,6 @@ def stack(label_studio, tmp_path_factory):
     url, token = label_studio
     logs = tmp_path_factory.mktemp("loop")
     redis = RedisServer(logs).start()
-    port = free_port()
     env = {
         "HF_HUB_OFFLINE": "1", "MODEL_DIR": str(logs / "models"), "REDIS_URL": redis.url, "RQ_QUEUE": "e2e",
         "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": token, "LABEL_STUDIO_ATTEMPTS": "3",
@@ -79,12 +78,10 @@ def stack(label_studio, tmp_path_factory):
         "TRAIN_EPOCHS": "2", "TRAIN_MIN_STEPS": "8", "RESCORE_CHUNK": "15", "TRAINING_LEASE_SECONDS": "3",
         "WORKERS": "2", "THREADS": "4",
     }
-    backend = start([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                    env, logs / "backend.log")
-    stack = Stack(LabelStudio(base_url=url, api_key=token), url, token, f"http://127.0.0.1:{port}", redis.url,
+    backend, backend_url = start_backend(env, free_port(), logs / "backend.log")
+    stack = Stack(LabelStudio(base_url=url, api_key=token), url, token, backend_url, redis.url,
                   logs / "models", env, logs)
     try:
-        wait_http(f"{stack.backend}/health", backend, 180, logs / "backend.log")
         stack.start_worker()
         yield stack
     finally:

@@ -10,7 +10,8 @@ from backend.labelstudio import latest_choice
 from backend.loop import training_queue
 from backend.registry import Registry
 from backend.settings import Settings
-from tests.conftest import LABEL_CONFIG, free_port
+from backend.stack import free_port
+from tests.conftest import LABEL_CONFIG
 
 CONFIG = parse_label_config(LABEL_CONFIG)
 
