@@ -43,6 +43,15 @@ def main(argv: list[str] | None = None) -> None:
     rollback.add_argument("--to", required=True, dest="version", help="version name, as `versions` lists it")
     rollback.add_argument("--no-rescore", action="store_true", help="do not enqueue the re-scoring in Label Studio")
 
+    setup = commands.add_parser("setup-project", help="create or update a Label Studio project for the loop "
+                                "(idempotent)")
+    setup.add_argument("--csv", required=True, type=Path, help="tweets: id,text[,label] (labels become annotations)")
+    setup.add_argument("--title", default="Tweets: xenofobia")
+    setup.add_argument("--label-config", type=Path, default=Path("label_config.xml"))
+    setup.add_argument("--backend-url", default="http://localhost:9090", help="the backend as Label Studio reaches it")
+    setup.add_argument("--threshold", type=float, default=0.3, help="margin of the 'Uncertain' tab")
+    setup.add_argument("--no-retrieve", action="store_true", help="do not ask the backend for predictions now")
+
     worker = commands.add_parser("worker", help="run an RQ worker for the retraining and re-scoring jobs")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
 
@@ -53,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         handlers = {"serve": _serve, "worker": _worker, "train": _train, "predict": _predict,
-                    "versions": _versions, "rollback": _rollback}
+                    "versions": _versions, "rollback": _rollback, "setup-project": _setup_project}
         handlers[args.command](args, settings)
     except (FileNotFoundError, ValueError, BackendError) as exc:  # the user's input: a message, no traceback
         sys.exit(f"error: {exc}")
@@ -97,6 +106,25 @@ def _rollback(args, settings: Settings) -> None:
         sys.exit(f"error: could not enqueue the re-scoring, Redis unreachable ({exc}); "
                  f"press Start Training in Label Studio later, or run rollback again")
     print(f"re-scoring of project {scope}'s unlabeled tasks with {args.version} enqueued")
+
+
+def _setup_project(args, settings: Settings) -> None:
+    from label_studio_sdk import LabelStudio
+
+    from .project_setup import setup_project
+
+    if not settings.label_studio_api_key:
+        raise ValueError("set LABEL_STUDIO_API_KEY (a legacy token or a personal access token)")
+    ls = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key)
+    report = setup_project(
+        ls, title=args.title, label_config=args.label_config.read_text(encoding="utf-8"),
+        rows=_read_csv(args.csv, ["text"]), backend_url=args.backend_url, threshold=args.threshold,
+        retrieve=not args.no_retrieve, backend_auth=settings.basic_auth,
+    )
+    print(f"project {report.project} at {settings.label_studio_url}/projects/{report.project}: "
+          f"{'created' if report.created else 'updated'}; {report.imported} tweets imported "
+          f"({report.annotated} with labels), {report.already_there} already there; "
+          f"tabs added: {report.tabs_created or 'none'}; model_version: {report.model_version or 'not set yet'}")
 
 
 def _read_csv(path: Path, required: list[str]) -> list[dict]:

@@ -65,3 +65,40 @@ def test_predictions_and_uncertainty_sampling_in_label_studio(label_studio, back
                           timeout=30)
     assert answer.status_code == 200, answer.text
     assert answer.json()["id"] == min(scores, key=scores.get)
+
+
+def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, backend_url, trained_model_dir):
+    from label_studio_sdk import LabelStudio
+
+    from backend.project_setup import MOST_UNCERTAIN, setup_project, uncertain_tab
+
+    url, token = label_studio
+    ls = LabelStudio(base_url=url, api_key=token)
+    labeled = [{"id": f"l{i}", "text": r["text"], "label": r["label"]}
+               for i, r in enumerate(read_demo("tweets_labeled.csv")[:10])]
+    pool = [{"id": f"p{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[:20])]
+    version = Registry(trained_model_dir).current("default").name
+
+    def run(rows):
+        return setup_project(ls, title="setup e2e", label_config=LABEL_CONFIG, rows=rows, backend_url=backend_url,
+                             threshold=0.25)
+
+    first = run(labeled + pool)
+    assert first.created and (first.imported, first.annotated, first.already_there) == (30, 10, 0)
+    assert first.backend_connected and first.tabs_created == [MOST_UNCERTAIN, uncertain_tab(0.25)]
+    assert first.model_version == version
+    # Again, with one new tweet: only that one is imported, nothing else is added twice.
+    second = run(labeled + pool + [{"id": "p-new", "text": "Un tuit nuevo sobre migración"}])
+    assert not second.created and (second.imported, second.already_there) == (1, 30)
+    assert not second.backend_connected and second.tabs_created == []
+
+    pid = first.project
+    assert [p.title for p in ls.projects.list()].count("setup e2e") == 1
+    tasks = list(ls.tasks.list(project=pid, fields="all", page_size=100))
+    assert len(tasks) == 31
+    assert sum(1 for t in tasks if t.annotations) == 10
+    assert len(ls.ml.list(project=pid)) == 1
+    titles = [(v if isinstance(v, dict) else v.model_dump()).get("data", {}).get("title") for v in ls.views.list(project=pid)]
+    assert titles.count(MOST_UNCERTAIN) == 1 and titles.count(uncertain_tab(0.25)) == 1
+    project = ls.projects.get(id=pid)
+    assert project.model_version == version and project.sampling == "Uncertainty sampling"

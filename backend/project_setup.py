@@ -1,0 +1,113 @@
+"""A Label Studio project ready for the loop, created or brought up to date; running it again duplicates nothing.
+
+Project by title, label config, tweets from a CSV (`id,text`, the notebook's `activelearning.csv`; an optional
+`label` column becomes annotations, to bootstrap the first model), the ML backend connected, Uncertainty
+sampling, the Data Manager tabs "Most uncertain first" and "Uncertain (margin <= T)", predictions retrieved,
+and the project's `model_version` set to the backend's (else uncertainty sampling silently falls back to random).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import requests
+
+from .labels import parse_label_config
+from .labelstudio import _as_dict
+
+log = logging.getLogger(__name__)
+
+SOURCE_ID = "tweet_id"  # the CSV's id, kept in the task's data: how a second run knows what is imported
+MOST_UNCERTAIN = "Most uncertain first"
+
+
+def uncertain_tab(threshold: float) -> str:
+    return f"Uncertain (margin <= {threshold:g})"
+
+
+@dataclass
+class SetupReport:
+    project: int
+    created: bool
+    imported: int = 0
+    annotated: int = 0
+    already_there: int = 0
+    backend_connected: bool = False
+    tabs_created: list[str] = field(default_factory=list)
+    model_version: str | None = None
+
+
+def setup_project(ls, *, title: str, label_config: str, rows: list[dict], backend_url: str,
+                  threshold: float = 0.3, retrieve: bool = True, backend_auth: tuple | None = None) -> SetupReport:
+    """`ls`: a label_studio_sdk.LabelStudio client; `rows`: dicts with `text`, optional `id` and `label`;
+    `backend_auth`: the backend's basic auth, if it has one."""
+    config = parse_label_config(label_config)
+    existing = next((p for p in ls.projects.list() if p.title == title), None)
+    if existing is None:
+        project = ls.projects.create(title=title, label_config=label_config)
+    else:
+        project = existing
+        if project.label_config.strip() != label_config.strip():
+            ls.projects.update(id=project.id, label_config=label_config)
+    report = SetupReport(project=project.id, created=existing is None)
+
+    seen = {str(_as_dict(t)["data"].get(SOURCE_ID)) for t in ls.tasks.list(project=project.id, fields="task_only",
+                                                                           page_size=1000)}
+    tasks = []
+    for number, row in enumerate(rows):
+        source_id = str(row.get("id") or number)
+        if source_id in seen:
+            report.already_there += 1
+            continue
+        seen.add(source_id)
+        task = {"data": {config.data_key: row["text"], SOURCE_ID: source_id}}
+        label = (row.get("label") or "").strip()
+        if label:
+            if label not in config.classes:
+                raise ValueError(f"row {source_id}: label {label!r} is not among {list(config.classes)}")
+            value = {"choices": [label]}
+            task["annotations"] = [{"result": [{"from_name": config.from_name, "to_name": config.to_name,
+                                                "type": "choices", "value": value}]}]
+            report.annotated += 1
+        tasks.append(task)
+    if tasks:
+        ls.projects.import_tasks(id=project.id, request=tasks)
+    report.imported = len(tasks)
+
+    if not any(m.url.rstrip("/") == backend_url.rstrip("/") for m in ls.ml.list(project=project.id)):
+        ls.ml.create(project=project.id, url=backend_url, title="tweets active learning")
+        report.backend_connected = True
+    ls.projects.update(id=project.id, sampling="Uncertainty sampling")
+
+    tabs = {(_as_dict(v).get("data") or {}).get("title") for v in ls.views.list(project=project.id)}
+    wanted = {
+        MOST_UNCERTAIN: {"ordering": ["tasks:predictions_score"]},
+        uncertain_tab(threshold): {"filters": {"conjunction": "and", "items": [
+            {"filter": "filter:tasks:predictions_score", "operator": "less_or_equal", "type": "Number",
+             "value": threshold}]}, "ordering": ["tasks:predictions_score"]},
+    }
+    for name, data in wanted.items():
+        if name not in tabs:
+            ls.views.create(project=project.id, data={"title": name, **data})
+            report.tabs_created.append(name)
+
+    if retrieve:
+        ls.actions.create(id="retrieve_tasks_predictions", project=project.id,
+                          selected_items={"all": True, "excluded": []})
+    report.model_version = sync_model_version(ls, project.id, backend_url, backend_auth)
+    return report
+
+
+def sync_model_version(ls, project: int, backend_url: str, backend_auth: tuple | None = None) -> str | None:
+    """Set the project's model_version to the backend's, once predictions of that version exist."""
+    answer = requests.get(f"{backend_url.rstrip('/')}/versions", params={"project": project}, auth=backend_auth,
+                          timeout=10)
+    answer.raise_for_status()
+    version = answer.json()["current"]
+    counts = ls._client_wrapper.httpx_client.request(f"api/projects/{project}/model-versions/", method="GET").json()
+    if counts.get(version):
+        ls.projects.update(id=project, model_version=version)
+        return version
+    log.info("project %s: no predictions of %s yet; model_version left as is", project, version)
+    return None
