@@ -1,4 +1,5 @@
-"""Command line: `python -m backend serve | worker | train | predict | versions | rollback`.
+"""Command line: `python -m backend serve | worker | train | predict | export | versions | rollback |
+setup-project`.
 
 Each command is a thin wrapper over a package function; heavy imports happen inside the commands.
 """
@@ -36,6 +37,11 @@ def main(argv: list[str] | None = None) -> None:
     predict.add_argument("--project", help="use this project's version (default: the default version)")
     predict.add_argument("--threshold", type=float, help="keep only rows with margin <= THRESHOLD")
 
+    export = commands.add_parser("export", help="a Label Studio project's unlabeled tasks, most uncertain first")
+    export.add_argument("--project", required=True, type=int)
+    export.add_argument("--out", required=True, type=Path, help="a .csv or .json file")
+    export.add_argument("--threshold", type=float, help="keep only tasks with margin <= THRESHOLD")
+
     commands.add_parser("versions", help="list stored model versions")
 
     rollback = commands.add_parser("rollback", help="serve an earlier version again and re-score the project with it")
@@ -62,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         handlers = {"serve": _serve, "worker": _worker, "train": _train, "predict": _predict,
-                    "versions": _versions, "rollback": _rollback, "setup-project": _setup_project}
+                    "versions": _versions, "rollback": _rollback, "setup-project": _setup_project,
+                    "export": _export}
         handlers[args.command](args, settings)
     except (FileNotFoundError, ValueError, BackendError) as exc:  # the user's input: a message, no traceback
         sys.exit(f"error: {exc}")
@@ -167,6 +174,13 @@ def _predict(args, settings: Settings) -> None:
 
     written = score_csv(args.csv, args.out, settings, project=args.project, threshold=args.threshold)
     print(f"wrote {written} rows to {args.out}")
+
+
+def _export(args, settings: Settings) -> None:
+    from .scoring import export_project
+
+    written = export_project(args.project, args.out, settings, threshold=args.threshold)
+    print(f"wrote {written} tasks of project {args.project} to {args.out}")
 
 
 def _versions(args, settings: Settings) -> None:

@@ -102,3 +102,39 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
     assert titles.count(MOST_UNCERTAIN) == 1 and titles.count(uncertain_tab(0.25)) == 1
     project = ls.projects.get(id=pid)
     assert project.model_version == version and project.sampling == "Uncertainty sampling"
+
+
+def test_export_matches_the_predictions_in_label_studio(label_studio, backend_url, trained_model_dir, tmp_path):
+    import csv
+    import json
+
+    from label_studio_sdk import LabelStudio
+
+    from backend.project_setup import setup_project
+    from backend.scoring import export_project
+    from backend.settings import Settings
+
+    url, token = label_studio
+    ls = LabelStudio(base_url=url, api_key=token)
+    pool = [{"id": f"x{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[30:55])]
+    pid = setup_project(ls, title="export e2e", label_config=LABEL_CONFIG, rows=pool, backend_url=backend_url).project
+    settings = Settings(model_dir=trained_model_dir, label_studio_url=url, label_studio_api_key=token)
+
+    assert export_project(pid, tmp_path / "all.json", settings) == len(pool)
+    table = json.loads((tmp_path / "all.json").read_text(encoding="utf-8"))
+    scores = {}
+    for task in ls.tasks.list(project=pid, fields="all", page_size=100):
+        (prediction,) = [p if isinstance(p, dict) else p.model_dump() for p in task.predictions]
+        scores[task.id] = (prediction["score"], prediction["result"][0]["value"]["choices"][0])
+    for row in table:
+        assert row["margin"] == pytest.approx(scores[row["id"]][0], abs=1e-4)
+        assert row["label"] == scores[row["id"]][1]
+        assert row["p_ok"] + row["p_xenófobo"] == pytest.approx(1, abs=1e-5)
+    assert [r["margin"] for r in table] == sorted(r["margin"] for r in table)
+
+    threshold = sorted(r["margin"] for r in table)[9]
+    kept = export_project(pid, tmp_path / "uncertain.csv", settings, threshold=threshold)
+    with (tmp_path / "uncertain.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert kept == len(rows) >= 10 and all(float(r["margin"]) <= threshold for r in rows)
+    assert list(rows[0]) == ["id", "text", "p_ok", "p_xenófobo", "margin", "label"]
