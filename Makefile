@@ -6,7 +6,7 @@ LS_VENV ?= .venv-ls
 LABEL_STUDIO_VERSION ?= 1.23.2
 PY := $(VENV)/bin/python
 
-.PHONY: install test serve worker benchmark clean
+.PHONY: install test run serve worker benchmark clean
 
 install: $(VENV)/.installed $(LS_VENV)/.installed
 
@@ -24,6 +24,10 @@ $(LS_VENV)/.installed:
 
 test: install
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# The whole stack without Docker: Redis, Label Studio, backend, worker, and a demo project (data in .stack/).
+run: install
+	HF_HUB_OFFLINE=1 $(PY) -m backend run
 
 serve: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m backend serve

