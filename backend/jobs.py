@@ -27,7 +27,7 @@ from .labelstudio import OUR_VERSION, LabelStudioClient
 from .loop import training_queue
 from .model import Classifier
 from .predictor import predict_tasks
-from .registry import Registry, scope_of
+from .registry import Registry, Version, scope_of
 from .serving import model_options
 from .settings import Settings
 from .training import TrainConfig, train_version
@@ -109,7 +109,7 @@ def _train(project: int, settings: Settings, queue: Queue) -> dict:
         parent=serving.name if serving else None, callbacks=[_JobProgress()],
     )
     pruned = registry.prune(scope, keep=settings.keep_versions)
-    chunks = enqueue_rescoring(project, version.name, settings, queue, client=client)
+    chunks = enqueue_rescoring(project, version.name, settings, queue, client=client, xml=xml)
     result = {
         "status": "promoted", "version": version.name, "labels": len(labels), "label_counts": dict(counts),
         "warm_start": warm, "metrics": version.metadata.get("metrics"), "pruned": pruned,
@@ -122,10 +122,10 @@ def _train(project: int, settings: Settings, queue: Queue) -> dict:
 
 
 def enqueue_rescoring(project: int, version: str, settings: Settings, queue: Queue, *,
-                      client: LabelStudioClient | None = None) -> int:
+                      client: LabelStudioClient | None = None, xml: str | None = None) -> int:
     """Split the unlabeled tasks into chunk jobs and a final job that runs when all of them succeeded."""
     client = client or LabelStudioClient.from_settings(settings)
-    xml = client.label_config(project)
+    xml = xml or client.label_config(project)
     config = parse_label_config(xml)
     tasks = client.unlabeled(project, config)
     size = settings.rescore_chunk
@@ -142,19 +142,20 @@ def enqueue_rescoring(project: int, version: str, settings: Settings, queue: Que
     return len(chunk_jobs)
 
 
-def _superseded(project: int, version: str, settings: Settings) -> bool:
+def _serving(project: int, version: str, settings: Settings) -> Version | None:
+    """The registry's version `version` if it still serves the project; None once a newer one was promoted."""
     serving = Registry(settings.model_dir).resolve(project)
-    return serving is None or serving.name != version
+    return serving if serving is not None and serving.name == version else None
 
 
 def score_chunk(project: int, version: str, label_config: str, tasks: list[list]) -> dict:
     settings = _settings()
-    if _superseded(project, version, settings):
+    serving = _serving(project, version, settings)
+    if serving is None:
         return {"status": "superseded", "version": version}
     started = time.time()
     config = parse_label_config(label_config)
-    path = Registry(settings.model_dir).resolve(project).path
-    classifier = Classifier.load(path, version=version, **model_options(settings))
+    classifier = Classifier.load(serving.path, version=version, **model_options(settings))
     _progress(stage="scoring", version=version, tasks=len(tasks))
     results = predict_tasks(classifier, config, [{"id": i, "data": {config.data_key: text}} for i, text in tasks],
                             strategy=settings.uncertainty, max_chars=settings.max_text_chars)
@@ -169,7 +170,7 @@ def score_chunk(project: int, version: str, label_config: str, tasks: list[list]
 def finish_rescoring(project: int, version: str) -> dict:
     settings = Settings()
     client = LabelStudioClient.from_settings(settings)
-    if _superseded(project, version, settings):
+    if _serving(project, version, settings) is None:
         # A newer version was promoted meanwhile; its own final job switches the project.
         client.delete_predictions(project, version)
         return {"status": "superseded", "version": version}

@@ -125,14 +125,7 @@ class LabelStudioClient:
         self._call("setting the model version", lambda: self.ls.projects.update(id=project, model_version=version))
 
     def model_versions(self, project: int) -> dict[str, int]:
-        """{model_version: number of predictions} in the project."""
-        def read():
-            path = f"api/projects/{project}/model-versions/"
-            answer = self.ls._client_wrapper.httpx_client.request(path, method="GET")
-            answer.raise_for_status()
-            return answer.json()
-
-        return self._call("listing model versions", read)
+        return self._call("listing model versions", lambda: model_version_counts(self.ls, project))
 
     def delete_predictions(self, project: int, version: str) -> None:
         def delete():
@@ -143,14 +136,22 @@ class LabelStudioClient:
         self._call(f"deleting predictions of {version}", delete)
 
 
+def model_version_counts(ls: LabelStudio, project: int) -> dict[str, int]:
+    """{model_version: number of predictions} in the project (no SDK method for it)."""
+    answer = ls._client_wrapper.httpx_client.request(f"api/projects/{project}/model-versions/", method="GET")
+    answer.raise_for_status()
+    return answer.json()
+
+
 def latest_choice(annotations: Iterable[Any], config: LabelConfig) -> str | None:
-    """The class chosen in the newest annotation that was not skipped, or None."""
+    """The class chosen in the newest annotation that was not skipped, or None (even when an older one chose)."""
     usable = [a for a in map(_as_dict, annotations) if not a.get("was_cancelled")]
-    for annotation in sorted(usable, key=lambda a: (str(a.get("updated_at") or ""), a.get("id") or 0), reverse=True):
-        for item in annotation.get("result") or []:
-            if item.get("from_name") == config.from_name and item.get("type") == "choices":
-                choices = (item.get("value") or {}).get("choices") or []
-                if len(choices) == 1 and choices[0] in config.classes:
-                    return choices[0]
-        return None  # the newest annotation decides, even when it chose nothing usable
+    if not usable:
+        return None
+    newest = max(usable, key=lambda a: (str(a.get("updated_at") or ""), a.get("id") or 0))
+    for item in newest.get("result") or []:
+        if item.get("from_name") == config.from_name and item.get("type") == "choices":
+            choices = (item.get("value") or {}).get("choices") or []
+            if len(choices) == 1 and choices[0] in config.classes:
+                return choices[0]
     return None

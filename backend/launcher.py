@@ -72,7 +72,7 @@ def run() -> None:
         project = _demo_project(ls_url, token, backend_url)
         print(f"\nLabel Studio: {ls_url}/projects/{project}  login {username} / {password}\n"
               f"API token: {token}\nbackend: {backend_url}  logs: {folder}\nCtrl-C stops everything.", flush=True)
-        while all(getattr(p, "poll", lambda: None)() is None for p in started):
+        while all(p.poll() is None for p in started):
             time.sleep(1)
         print("a process of the stack exited; stopping the others (logs in " + str(folder) + ")", flush=True)
     except KeyboardInterrupt:

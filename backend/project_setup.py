@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import requests
 
 from .labels import parse_label_config
-from .labelstudio import _as_dict
+from .labelstudio import _as_dict, model_version_counts
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,7 @@ def sync_model_version(ls, project: int, backend_url: str, backend_auth: tuple |
                           timeout=10)
     answer.raise_for_status()
     version = answer.json()["current"]
-    counts = ls._client_wrapper.httpx_client.request(f"api/projects/{project}/model-versions/", method="GET").json()
-    if counts.get(version):
+    if model_version_counts(ls, project).get(version):
         ls.projects.update(id=project, model_version=version)
         return version
     log.info("project %s: no predictions of %s yet; model_version left as is", project, version)

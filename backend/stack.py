@@ -90,6 +90,10 @@ class RedisServer:
                 time.sleep(0.05)
         raise TimeoutError(f"redis-server on port {self.port} did not start")
 
+    def poll(self) -> int | None:
+        """Like Popen.poll(): None while the server runs."""
+        return self.proc.poll() if self.proc else 0
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

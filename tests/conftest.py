@@ -62,6 +62,19 @@ def client(app):
     return app.test_client()
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, read from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
 @pytest.fixture()
 def redis_server(tmp_path):
     server = RedisServer(tmp_path).start()

@@ -20,7 +20,7 @@ from backend.predictor import class_probabilities
 from backend.registry import Registry
 from backend.settings import Settings
 from backend.stack import RedisServer, free_port, start_backend, start_worker, stop
-from tests.conftest import LABEL_CONFIG, read_demo
+from tests.conftest import LABEL_CONFIG, child_pids, read_demo
 
 pytestmark = pytest.mark.e2e
 
@@ -93,18 +93,11 @@ def stack(label_studio, tmp_path_factory):
 
 def _kill_tree(pid: int) -> None:
     """SIGKILL a process and its descendants, as the OOM killer or a lost machine would: no cleanup runs."""
-    children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     doomed, todo = [], [pid]
     while todo:
         current = todo.pop()
         doomed.append(current)
-        todo += children.get(current, [])
+        todo += child_pids(current)
     for victim in doomed:
         try:
             os.kill(victim, signal.SIGKILL)

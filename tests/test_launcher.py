@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from backend.stack import free_port
-from tests.conftest import ROOT
+from tests.conftest import ROOT, child_pids
 
 pytestmark = pytest.mark.e2e
 
@@ -38,11 +38,6 @@ def _project(url, token):
     return answer["results"] if isinstance(answer, dict) else answer
 
 
-def _children_alive(pid):
-    return [p for p in os.listdir("/proc") if p.isdigit() and
-            open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == str(pid)]
-
-
 def test_make_run_brings_up_the_demo_and_stops_cleanly(label_studio, tmp_path):
     # (the label_studio fixture only makes sure Label Studio is installed; the launcher starts its own)
     ls_port, port = free_port(), free_port()
@@ -61,7 +56,7 @@ def test_make_run_brings_up_the_demo_and_stops_cleanly(label_studio, tmp_path):
             assert [(p["title"], p["task_number"]) for p in projects] == [("Demo: tweets xenofobia", 403)]
             assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok
         finally:
-            children = _children_alive(proc.pid)
+            children = child_pids(proc.pid)
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
         # Ctrl-C stopped every process it started.
