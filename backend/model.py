@@ -1,7 +1,9 @@
 """The classifier: a Hugging Face sequence-classification model that turns texts into class probabilities.
 
 Inference sorts texts by length and pads each batch only to its longest member (dynamic padding), which is
-most of the speed-up over `transformers.pipeline` on tweets whose lengths vary a lot.
+most of the speed-up over `transformers.pipeline` on tweets whose lengths vary a lot. On CPUs that compute
+bfloat16 natively, matrix products run in bfloat16 under autocast (softmax and layer norms stay float32):
+docs/benchmarks.md has the speed and the change in probabilities.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Classifier:
     max_length: int = 128
     batch_size: int = 64
     normalize: bool = True
+    dtype: torch.dtype = torch.float32  # float32, or bfloat16 for autocast inference
     # Threads of one server process share the model; torch already uses every core for one batch.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -45,6 +48,7 @@ class Classifier:
         max_length: int = 128,
         batch_size: int = 64,
         normalize: bool = True,
+        dtype: str = "float32",
     ) -> "Classifier":
         log.info("loading model %s from %s", version, source)
         tokenizer = AutoTokenizer.from_pretrained(str(source))
@@ -68,6 +72,7 @@ class Classifier:
             max_length=max_length,
             batch_size=batch_size,
             normalize=normalize,
+            dtype=inference_dtype(dtype),
         )
 
     def serves(self, classes: Sequence[str]) -> bool:
@@ -85,9 +90,26 @@ class Classifier:
         encoded = self.tokenizer(self.prepare(texts), truncation=True, max_length=self.max_length)["input_ids"]
         order = np.argsort([len(ids) for ids in encoded], kind="stable")
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        with self._lock, torch.inference_mode():
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
+        with self._lock, torch.inference_mode(), autocast:
             for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
                 inputs = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
                 logits = self.model(**inputs).logits
                 probs[batch] = torch.softmax(logits.float(), dim=-1).numpy()
         return probs
+
+
+def native_bf16() -> bool:
+    """True when the CPU has bfloat16 instructions (AVX512-BF16 or AMX); elsewhere bfloat16 is emulated, slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def inference_dtype(name: str) -> torch.dtype:
+    """INFERENCE_DTYPE: "float32", "bfloat16", or "auto" (bfloat16 where the CPU computes it natively)."""
+    if name == "auto":
+        return torch.bfloat16 if native_bf16() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]

@@ -8,8 +8,10 @@ and the project's `model_version` set to the backend's (else uncertainty samplin
 
 from __future__ import annotations
 
+import csv
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
 
@@ -20,6 +22,9 @@ log = logging.getLogger(__name__)
 
 SOURCE_ID = "tweet_id"  # the CSV's id, kept in the task's data: how a second run knows what is imported
 MOST_UNCERTAIN = "Most uncertain first"
+DEMO = Path(__file__).resolve().parent / "demo"
+DEMO_TITLE = "Demo: tweets xenofobia"
+LABEL_CONFIG = Path(__file__).resolve().parents[1] / "label_config.xml"
 
 
 def uncertain_tab(threshold: float) -> str:
@@ -36,6 +41,7 @@ class SetupReport:
     backend_connected: bool = False
     tabs_created: list[str] = field(default_factory=list)
     model_version: str | None = None
+    training_requested: bool = False
 
 
 def setup_project(ls, *, title: str, label_config: str, rows: list[dict], backend_url: str,
@@ -110,3 +116,38 @@ def sync_model_version(ls, project: int, backend_url: str, backend_auth: tuple |
         return version
     log.info("project %s: no predictions of %s yet; model_version left as is", project, version)
     return None
+
+
+def request_training(backend_url: str, project: int, backend_auth: tuple | None = None,
+                     webhook_secret: str = "") -> dict:
+    """What Label Studio's "Start Training" button does: the backend queues a training on the project's labels."""
+    headers = {"X-Webhook-Secret": webhook_secret} if webhook_secret else {}
+    answer = requests.post(f"{backend_url.rstrip('/')}/webhook", json={"action": "START_TRAINING",
+                           "project": {"id": project}}, auth=backend_auth, headers=headers, timeout=10)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def demo_rows() -> list[dict]:
+    """The demo tweets shipped with the package: about 200 labeled (they bootstrap the first model) and 200 not."""
+    def read(name: str) -> list[dict]:
+        with (DEMO / name).open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+
+    labeled = [{"id": f"labeled-{i}", **row} for i, row in enumerate(read("tweets_labeled.csv"))]
+    pool = [{"id": f"pool-{row.get('id', i)}", "text": row["text"]} for i, row in enumerate(read("tweets_pool.csv"))]
+    return labeled + pool
+
+
+def setup_demo(ls, backend_url: str, *, label_config: str | None = None, backend_auth: tuple | None = None,
+               webhook_secret: str = "") -> SetupReport:
+    """The demo project of `make run` and of docker-compose's setup service. While the project has no model of
+    its own, it asks the backend to train one on the demo labels (the worker does it in the background)."""
+    config = label_config or LABEL_CONFIG.read_text(encoding="utf-8")
+    # No "Retrieve predictions" now: the untrained base model has none to give; the worker's re-scoring will.
+    report = setup_project(ls, title=DEMO_TITLE, label_config=config, rows=demo_rows(), backend_url=backend_url,
+                           retrieve=False, backend_auth=backend_auth)
+    if report.model_version is None:
+        request_training(backend_url, report.project, backend_auth, webhook_secret)
+        report.training_requested = True
+    return report

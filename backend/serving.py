@@ -84,4 +84,5 @@ class ModelStore:
 def model_options(settings: Settings) -> dict:
     """Classifier.load options from the settings (shared by the server and the re-scoring jobs)."""
     s = settings
-    return {"max_length": s.max_length, "batch_size": s.batch_size, "normalize": s.normalize_tweets}
+    return {"max_length": s.max_length, "batch_size": s.batch_size, "normalize": s.normalize_tweets,
+            "dtype": s.inference_dtype}

@@ -1,4 +1,4 @@
-"""Starting the services of a local stack as processes: Redis, Label Studio, the backend, RQ workers.
+"""Starting the services of a local stack as processes: Redis, Label Studio, the backend, RQ workers, rq-dashboard.
 
 Used by the tests and the benchmarks (and by the local launcher), so they all run the same stack the same way.
 """
@@ -45,13 +45,13 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def wait_http(url: str, proc: subprocess.Popen, seconds: float, log: Path) -> None:
+def wait_http(url: str, proc: subprocess.Popen, seconds: float, log: Path, auth: tuple | None = None) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{url} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if requests.get(url, timeout=2).status_code == 200:
+            if requests.get(url, timeout=2, auth=auth).status_code == 200:
                 return
         except requests.RequestException:
             pass
@@ -100,12 +100,13 @@ class RedisServer:
             self.proc.wait(timeout=10)
 
 
-def start_http(cmd, env: dict, port: int, log: Path, timeout: float) -> tuple[subprocess.Popen, str]:
-    """Start a server and wait until its /health answers; (process, base URL)."""
+def start_http(cmd, env: dict, port: int, log: Path, timeout: float, ready: str = "/health",
+               auth: tuple | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a server and wait until `ready` answers 200; (process, base URL)."""
     proc = start(cmd, env, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/health", proc, timeout, log)
+        wait_http(f"{url}{ready}", proc, timeout, log, auth)
     except BaseException:
         stop(proc)
         raise
@@ -127,3 +128,11 @@ def start_backend(env: dict, port: int, log: Path, timeout: float = 180) -> tupl
 
 def start_worker(env: dict, log: Path) -> subprocess.Popen:
     return start([sys.executable, "-m", "backend", "worker"], env, log)
+
+
+def start_dashboard(redis_url: str, port: int, log: Path, auth: tuple | None = None,
+                    timeout: float = 60) -> tuple[subprocess.Popen, str]:
+    """rq-dashboard: the retraining queue, its jobs and workers in a browser (behind the backend's basic auth)."""
+    cmd = [sys.executable, "-m", "rq_dashboard", "--redis-url", redis_url, "--bind", "127.0.0.1", "--port", str(port)]
+    env = {"RQ_DASHBOARD_USERNAME": auth[0], "RQ_DASHBOARD_PASSWORD": auth[1]} if auth else {}
+    return start_http(cmd, env, port, log, timeout, ready="/0/data/queues.json", auth=auth)

@@ -52,11 +52,12 @@ def ensure_model(model_dir: str | None) -> Path:
     return path
 
 
-def start_backend(model_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_backend(model_dir: Path, dtype: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "MODEL_DIR": str(model_dir), "WORKERS": "1", "THREADS": "4", "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "MODEL_DIR": str(model_dir), "WORKERS": "1", "THREADS": "4", "LOG_LEVEL": "WARNING",
+           "INFERENCE_DTYPE": dtype}
     proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -81,13 +82,14 @@ def predict_seconds(url: str, texts: list[str], config: str) -> float:
     return elapsed
 
 
-def pipeline_seconds(model_path: Path, texts: list[str]) -> float:
+def pipeline_seconds(model_path: Path, texts: list[str], dtype: str = "float32") -> float:
     import torch
     from transformers import pipeline
 
     from backend.preprocess import normalize_tweet
 
-    clf = pipeline("text-classification", model=str(model_path), top_k=None, truncation=True, max_length=128)
+    clf = pipeline("text-classification", model=str(model_path), top_k=None, truncation=True, max_length=128,
+                   dtype=getattr(torch, dtype))
     prepared = [normalize_tweet(t) for t in texts]  # the same input the backend sees
     with torch.inference_mode():
         clf(prepared[:8])  # warm-up, as the backend is warm
@@ -121,25 +123,37 @@ def main() -> None:
     config = (ROOT / "label_config.xml").read_text()
     print(f"tweets: {args.n} from {source}; model {version.name}; {os.cpu_count()} CPU cores")
 
-    proc, url = start_backend(model_dir)
+    from backend.model import inference_dtype
+
+    auto = str(inference_dtype("auto")).removeprefix("torch.")
+    print(f"INFERENCE_DTYPE=auto is {auto} on this CPU")
+    (proc, url), (proc32, url32) = start_backend(model_dir, "auto"), start_backend(model_dir, "float32")
     try:
         predict_seconds(url, texts[:16], config)  # warm-up
-        # Alternate the two, so that a noisy moment on this machine hits both, and take the medians.
-        runs = [(predict_seconds(url, texts, config), pipeline_seconds(version.path, texts))
+        predict_seconds(url32, texts[:16], config)
+        # Alternate them, so that a noisy moment on this machine hits all, and take the medians.
+        runs = [{"/predict (default: auto)": predict_seconds(url, texts, config),
+                 "/predict (float32)": predict_seconds(url32, texts, config),
+                 "pipeline (float32)": pipeline_seconds(version.path, texts),
+                 "pipeline (bfloat16)": pipeline_seconds(version.path, texts, "bfloat16")}
                 for _ in range(args.repeat)]
         setup = latencies(url, "POST", "/setup", 200, json={"project": "1.1", "schema": config})
         health = latencies(url, "GET", "/health", 200)
         big_s = predict_seconds(url, tweets(args.big)[0], config) if args.big else None
     finally:
-        proc.terminate()
-        proc.wait()
-    backend_s = float(np.median([b for b, _ in runs]))
-    pipe_s = float(np.median([p for _, p in runs]))
-    print("rounds (backend s, pipeline s, ratio): " + ", ".join(f"({b:.2f}, {p:.2f}, {p / b:.2f}x)" for b, p in runs))
-
-    print(f"/predict over HTTP : {args.n / backend_s:8.1f} tweets/s ({backend_s:.2f} s, median)")
-    print(f"pipeline (in-proc) : {args.n / pipe_s:8.1f} tweets/s ({pipe_s:.2f} s, median)")
-    print(f"ratio of medians   : {pipe_s / backend_s:8.2f}x  (target >= 2x)")
+        for p in (proc, proc32):
+            p.terminate()
+            p.wait()
+    median = {name: float(np.median([r[name] for r in runs])) for name in runs[0]}
+    for number, r in enumerate(runs, 1):
+        print(f"round {number}: " + ", ".join(f"{name} {s:.2f} s" for name, s in r.items()))
+    for name, seconds in median.items():
+        print(f"{name:<26}: {args.n / seconds:8.1f} tweets/s ({seconds:.2f} s, median)")
+    base = median["pipeline (float32)"]
+    print(f"/predict default vs pipeline float32 : {base / median['/predict (default: auto)']:5.2f}x  (target >= 2x)")
+    print(f"/predict float32 vs pipeline float32 : {base / median['/predict (float32)']:5.2f}x")
+    print(f"/predict default vs pipeline bfloat16: "
+          f"{median['pipeline (bfloat16)'] / median['/predict (default: auto)']:5.2f}x")
     print(f"/setup  p50/p99    : {setup[0]:.1f} / {setup[1]:.1f} ms  (target p99 <= 50 ms)")
     print(f"/health p50/p99    : {health[0]:.1f} / {health[1]:.1f} ms")
     if big_s is not None:

@@ -3,13 +3,15 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import secrets  # noqa: E402
+import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 from backend.registry import Registry  # noqa: E402
 from backend.settings import Settings  # noqa: E402
-from backend.stack import RedisServer, free_port, start_label_studio, stop  # noqa: E402
+from backend.launcher import LocalStack  # noqa: E402
+from backend.stack import RedisServer, free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "backend" / "demo"
@@ -45,9 +47,10 @@ def trained_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(trained_model_dir) -> Settings:
-    # A closed port: no test may lean on the machine's own Redis service.
+    # A closed port: no test may lean on the machine's own Redis service. float32: these tests compare scores
+    # exactly (bfloat16 moves them by up to 0.01 with the batch; tests/test_model.py checks that separately).
     return Settings(model_dir=trained_model_dir, basic_auth_user="", basic_auth_pass="", webhook_secret="",
-                    redis_url=f"redis://127.0.0.1:{free_port()}/0")
+                    redis_url=f"redis://127.0.0.1:{free_port()}/0", inference_dtype="float32")
 
 
 @pytest.fixture(scope="session")
@@ -83,19 +86,38 @@ def redis_server(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def label_studio(tmp_path_factory):
-    """A real Label Studio 1.23 with the flags a local backend needs; (url, legacy token)."""
+def label_studio_bin() -> str:
     binary = os.environ.get("LABEL_STUDIO_BIN") or str(ROOT / ".venv-ls" / "bin" / "label-studio")
     if not Path(binary).exists():
         reason = f"Label Studio not installed at {binary} (run `make install`)"
         if os.environ.get("REQUIRE_E2E"):
             pytest.fail(reason)
         pytest.skip(reason)
-    data = tmp_path_factory.mktemp("label-studio")
-    token = secrets.token_hex(20)
-    proc, url = start_label_studio(binary, data, free_port(), username="admin@example.com", password="e2e-pass-123",
-                                   token=token)
+    return binary
+
+
+# Settings of the end-to-end stack: a short training recipe (the tests check the loop; docs/active-learning.md
+# the learning), fast retries, and float32 so that the served scores can be checked to 1e-4; everything else as
+# `make run` has it.
+E2E_SETTINGS = {
+    "INFERENCE_DTYPE": "float32",
+    "LABEL_STUDIO_ATTEMPTS": "3", "LABEL_STUDIO_BACKOFF": "0.2", "RETRAIN_EVERY": "10", "MIN_LABELS_PER_CLASS": "3",
+    "TRAIN_EPOCHS": "2", "TRAIN_MIN_STEPS": "8", "RESCORE_CHUNK": "15", "TRAINING_LEASE_SECONDS": "3",
+    "WORKERS": "2", "THREADS": "4",
+}
+
+
+@pytest.fixture(scope="session")
+def stack(label_studio_bin, trained_model_dir, tmp_path_factory) -> LocalStack:
+    """The stack `make run` starts (Redis, Label Studio, backend, worker, rq-dashboard), through the launcher's
+    own code, on free ports, serving a copy of the trained default version."""
+    folder = tmp_path_factory.mktemp("stack")
+    shutil.copytree(trained_model_dir, folder / "models")
+    stack = LocalStack(folder=folder, token=secrets.token_hex(20), password="e2e-pass-123", ls_port=free_port(),
+                       port=free_port(), dashboard_port=free_port(), ls_binary=label_studio_bin,
+                       settings_env=E2E_SETTINGS)
+    stack.start()
     try:
-        yield url, token
+        yield stack
     finally:
-        stop(proc)
+        stack.stop()

@@ -155,7 +155,8 @@ def test_untrained_base_model_answers_no_predictions(tmp_path):
 
 
 def test_uncertainty_setting_changes_the_score(trained_model_dir, client):
-    app = create_app(Settings(model_dir=trained_model_dir, uncertainty="least_confidence"))
+    app = create_app(Settings(model_dir=trained_model_dir, uncertainty="least_confidence",
+                              inference_dtype="float32"))
     lc = app.test_client().post("/predict", json=_predict_body(TWEETS[:5])).json["results"]
     margin = client.post("/predict", json=_predict_body(TWEETS[:5])).json["results"]
     for a, b in zip(lc, margin):

@@ -1,4 +1,4 @@
-"""End to end against a real Label Studio 1.23 (started here) and the backend under gunicorn."""
+"""End to end on the stack `make run` starts: a real Label Studio 1.23 and the backend under gunicorn."""
 
 import numpy as np
 import pytest
@@ -8,21 +8,19 @@ from backend.labels import parse_label_config
 from backend.model import Classifier
 from backend.predictor import class_probabilities
 from backend.registry import Registry
-from backend.stack import free_port, start_backend, stop
 from tests.conftest import LABEL_CONFIG, read_demo
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def backend_url(trained_model_dir, tmp_path_factory):
-    log = tmp_path_factory.mktemp("backend") / "backend.log"
-    env = {"MODEL_DIR": str(trained_model_dir), "HF_HUB_OFFLINE": "1", "WORKERS": "2", "THREADS": "2"}
-    proc, url = start_backend(env, free_port(), log)
-    try:
-        yield url
-    finally:
-        stop(proc)
+def label_studio(stack):
+    return stack.ls_url, stack.token
+
+
+@pytest.fixture(scope="module")
+def backend_url(stack):
+    return stack.backend_url
 
 
 def test_predictions_and_uncertainty_sampling_in_label_studio(label_studio, backend_url, trained_model_dir):
@@ -118,7 +116,8 @@ def test_export_matches_the_predictions_in_label_studio(label_studio, backend_ur
     ls = LabelStudio(base_url=url, api_key=token)
     pool = [{"id": f"x{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[30:55])]
     pid = setup_project(ls, title="export e2e", label_config=LABEL_CONFIG, rows=pool, backend_url=backend_url).project
-    settings = Settings(model_dir=trained_model_dir, label_studio_url=url, label_studio_api_key=token)
+    settings = Settings(model_dir=trained_model_dir, label_studio_url=url, label_studio_api_key=token,
+                        inference_dtype="float32")
 
     assert export_project(pid, tmp_path / "all.json", settings) == len(pool)
     table = json.loads((tmp_path / "all.json").read_text(encoding="utf-8"))
@@ -140,3 +139,38 @@ def test_export_matches_the_predictions_in_label_studio(label_studio, backend_ur
         rows = list(csv.DictReader(handle))
     assert kept == len(rows) == 10 and all(float(r["margin"]) <= threshold for r in rows)
     assert list(rows[0]) == ["id", "text", "p_ok", "p_xenófobo", "margin", "label"]
+
+
+def test_setup_and_export_work_with_a_personal_access_token(stack, tmp_path):
+    """LABEL_STUDIO_API_KEY may be a personal access token (a JWT refresh token) instead of a legacy token."""
+    import os
+    import subprocess
+    import sys
+
+    from label_studio_sdk import LabelStudio
+
+    from tests.conftest import ROOT
+
+    pat = LabelStudio(base_url=stack.ls_url, api_key=stack.token).tokens.create().token
+    assert pat.count(".") == 2 and pat != stack.token  # a JWT, not the legacy token
+    import csv
+
+    tweets = tmp_path / "tweets.csv"
+    with tweets.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text"])
+        writer.writerows([f"t{i}", r["text"]] for i, r in enumerate(read_demo("tweets_pool.csv")[90:95]))
+    env = {**os.environ, **stack.env, "LABEL_STUDIO_API_KEY": pat}
+
+    def cli(*args):
+        answer = subprocess.run([sys.executable, "-m", "backend", *args], env=env, cwd=ROOT, capture_output=True,
+                                text=True, timeout=300)
+        assert answer.returncode == 0, answer.stderr[-3000:]
+        return answer.stdout
+
+    out = cli("setup-project", "--csv", str(tweets), "--title", "PAT e2e", "--backend-url", stack.backend_url)
+    assert "created; 5 tweets imported" in out
+    pid = int(out.split()[1].rstrip(":"))
+    cli("export", "--project", str(pid), "--out", str(tmp_path / "out.csv"))
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) == 5

@@ -1,5 +1,5 @@
-"""The active-learning loop end to end: a real Label Studio, a real redis-server, real RQ workers and the
-backend under gunicorn. Annotations made through Label Studio's API reach /webhook as Label Studio sends them.
+"""The active-learning loop end to end, on the stack `make run` starts: a real Label Studio, a real redis-server,
+real RQ workers and the backend under gunicorn. Annotations made through Label Studio's API reach /webhook as Label Studio sends them.
 """
 
 import os
@@ -19,32 +19,60 @@ from backend.model import Classifier
 from backend.predictor import class_probabilities
 from backend.registry import Registry
 from backend.settings import Settings
-from backend.stack import RedisServer, free_port, start_backend, start_worker, stop
+from backend.launcher import LocalStack
+from backend.stack import stop
 from tests.conftest import LABEL_CONFIG, child_pids, read_demo
 
 pytestmark = pytest.mark.e2e
 
-RETRAIN_EVERY = 10
-
-
 @dataclass
-class Stack:
-    ls: object
-    ls_url: str
-    token: str
-    backend: str
-    redis_url: str
-    model_dir: Path
-    env: dict
-    logs: Path
-    worker: object = None
+class Loop:
+    """The stack `make run` starts (tests/conftest.py), seen from the loop's side."""
+    local: LocalStack
+
+    @property
+    def ls(self):
+        from label_studio_sdk import LabelStudio
+
+        return LabelStudio(base_url=self.local.ls_url, api_key=self.local.token)
+
+    @property
+    def worker(self):
+        return self.local.workers[-1]
+
+    @property
+    def backend(self) -> str:
+        return self.local.backend_url
+
+    @property
+    def ls_url(self) -> str:
+        return self.local.ls_url
+
+    @property
+    def token(self) -> str:
+        return self.local.token
+
+    @property
+    def redis_url(self) -> str:
+        return self.local.redis_url
+
+    @property
+    def env(self) -> dict:
+        return self.local.env
 
     def start_worker(self, **overrides) -> None:
-        env = {**self.env, **{k: str(v) for k, v in overrides.items()}}
-        self.worker = start_worker(env, self.logs / "worker.log")
+        self.local.start_worker(**overrides)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.local.folder / "models"
+
+    @property
+    def worker_log(self) -> str:
+        return (self.local.folder / "worker.log").read_text()[-4000:]
 
     def webhook(self, action: str, project: int) -> dict:
-        answer = requests.post(f"{self.backend}/webhook", json={"action": action, "project": {"id": project}},
+        answer = requests.post(f"{self.local.backend_url}/webhook", json={"action": action, "project": {"id": project}},
                                timeout=5)
         assert answer.status_code == 200, answer.text
         return answer.json()
@@ -57,38 +85,14 @@ class Stack:
         while time.time() < deadline:
             if self.project_version(project) == version:
                 return
-            assert self.worker.poll() is None, (self.logs / "worker.log").read_text()[-4000:]
+            assert self.worker.poll() is None, self.worker_log
             time.sleep(1)
-        raise TimeoutError(f"project {project} never switched to {version}:\n"
-                           + (self.logs / "worker.log").read_text()[-4000:])
+        raise TimeoutError(f"project {project} never switched to {version}:\n{self.worker_log}")
 
 
 @pytest.fixture(scope="module")
-def stack(label_studio, tmp_path_factory):
-    from label_studio_sdk import LabelStudio
-
-    url, token = label_studio
-    logs = tmp_path_factory.mktemp("loop")
-    redis = RedisServer(logs).start()
-    env = {
-        "HF_HUB_OFFLINE": "1", "MODEL_DIR": str(logs / "models"), "REDIS_URL": redis.url, "RQ_QUEUE": "e2e",
-        "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": token, "LABEL_STUDIO_ATTEMPTS": "3",
-        "LABEL_STUDIO_BACKOFF": "0.2", "RETRAIN_EVERY": str(RETRAIN_EVERY), "MIN_LABELS_PER_CLASS": "3",
-        # A short recipe: this test checks the loop, docs/active-learning.md the learning.
-        "TRAIN_EPOCHS": "2", "TRAIN_MIN_STEPS": "8", "RESCORE_CHUNK": "15", "TRAINING_LEASE_SECONDS": "3",
-        "WORKERS": "2", "THREADS": "4",
-    }
-    backend, backend_url = start_backend(env, free_port(), logs / "backend.log")
-    stack = Stack(LabelStudio(base_url=url, api_key=token), url, token, backend_url, redis.url,
-                  logs / "models", env, logs)
-    try:
-        stack.start_worker()
-        yield stack
-    finally:
-        if stack.worker:
-            stop(stack.worker)
-        stop(backend)
-        redis.stop()
+def loop(stack):
+    return Loop(stack)
 
 
 def _kill_tree(pid: int) -> None:
@@ -114,23 +118,23 @@ def _as_dict(item):
 
 
 @pytest.fixture(scope="module")
-def project(stack):
+def project(loop):
     labeled = read_demo("tweets_labeled.csv")
     to_label = [r for r in labeled if r["label"] == "xenófobo"][:4] + [r for r in labeled if r["label"] == "ok"][:8]
     pool = [r["text"] for r in read_demo("tweets_pool.csv")[:36]]
-    ls = stack.ls
+    ls = loop.ls
     created = ls.projects.create(title="e2e loop", label_config=LABEL_CONFIG)
     answer = ls.projects.import_tasks(id=created.id, request=[{"text": r["text"]} for r in to_label] +
                                       [{"text": t} for t in pool], return_task_ids=True)
     ids = list(answer.task_ids)
     # Connecting the backend makes Label Studio send every event to <backend>/webhook.
-    ls.ml.create(project=created.id, url=stack.backend, title="tweets")
+    ls.ml.create(project=created.id, url=loop.backend, title="tweets")
     ls.projects.update(id=created.id, sampling="Uncertainty sampling")
     return created.id, list(zip(ids[:12], [r["label"] for r in to_label])), ids[12:]
 
 
-def _wait_job(stack, job_id: str, seconds: float = 120) -> Job:
-    redis = connect(Settings(redis_url=stack.redis_url))
+def _wait_job(loop, job_id: str, seconds: float = 120) -> Job:
+    redis = connect(Settings(redis_url=loop.redis_url))
     deadline = time.time() + seconds
     while time.time() < deadline:
         job = Job.fetch(job_id, connection=redis)
@@ -140,29 +144,29 @@ def _wait_job(stack, job_id: str, seconds: float = 120) -> Job:
     raise TimeoutError(f"job {job_id} still {job.get_status()}")
 
 
-def test_annotations_retrain_promote_and_requeue(stack, project):
+def test_annotations_retrain_promote_and_requeue(loop, project):
     pid, to_label, unlabeled = project
     # Cold start: two labels of one class are not enough to train; nothing is promoted.
     for task_id, label in to_label[:2]:
-        stack.ls.annotations.create(id=task_id, result=_choice(label))
-    job = _wait_job(stack, stack.webhook("START_TRAINING", pid)["job"])
+        loop.ls.annotations.create(id=task_id, result=_choice(label))
+    job = _wait_job(loop, loop.webhook("START_TRAINING", pid)["job"])
     assert job.return_value()["status"] == "cold_start", job.latest_result().exc_string
     assert job.return_value()["label_counts"] == {"xenófobo": 2}
-    assert Registry(stack.model_dir).current(str(pid)) is None
+    assert Registry(loop.model_dir).current(str(pid)) is None
 
-    # RETRAIN_EVERY more annotations, each a webhook from Label Studio, start the first training.
+    # RETRAIN_EVERY (10 here) more annotations, each a webhook from Label Studio, start the first training.
     for task_id, label in to_label[2:]:
-        stack.ls.annotations.create(id=task_id, result=_choice(label))
+        loop.ls.annotations.create(id=task_id, result=_choice(label))
     version = f"project{pid}-v1"
-    stack.wait_version(pid, version)
+    loop.wait_version(pid, version)
 
     # The worker trained on all 12 labels read from Label Studio and promoted the version.
-    current = Registry(stack.model_dir).current(str(pid))
+    current = Registry(loop.model_dir).current(str(pid))
     assert current.name == version and current.metadata["labels_used"] == 12
     assert current.metadata["label_counts"] == {"ok": 8, "xenófobo": 4}
     # Every gunicorn worker reports it, without restart.
     for _ in range(4):
-        setup = requests.post(f"{stack.backend}/setup", json={"project": f"{pid}.1700000000", "schema": LABEL_CONFIG},
+        setup = requests.post(f"{loop.backend}/setup", json={"project": f"{pid}.1700000000", "schema": LABEL_CONFIG},
                               timeout=5)
         assert setup.json()["model_version"] == version
 
@@ -170,7 +174,7 @@ def test_annotations_retrain_promote_and_requeue(stack, project):
     classifier = Classifier.load(current.path, version=version)
     config = parse_label_config(LABEL_CONFIG)
     scores = {}
-    for task in stack.ls.tasks.list(project=pid, fields="all", page_size=100):
+    for task in loop.ls.tasks.list(project=pid, fields="all", page_size=100):
         if task.id not in unlabeled:
             continue
         predictions = [_as_dict(p) for p in task.predictions]
@@ -182,47 +186,47 @@ def test_annotations_retrain_promote_and_requeue(stack, project):
     assert sorted(scores) == sorted(unlabeled)
 
     # Uncertainty sampling now serves the task the new model is least sure of.
-    answer = requests.get(f"{stack.ls_url}/api/projects/{pid}/next",
-                          headers={"Authorization": f"Token {stack.token}"}, timeout=30)
+    answer = requests.get(f"{loop.ls_url}/api/projects/{pid}/next",
+                          headers={"Authorization": f"Token {loop.token}"}, timeout=30)
     assert answer.status_code == 200, answer.text
     assert answer.json()["id"] == min(scores, key=scores.get)
 
 
-def test_worker_killed_mid_training_keeps_the_previous_version(stack, project):
+def test_worker_killed_mid_training_keeps_the_previous_version(loop, project):
     pid, _, _ = project
-    before = Registry(stack.model_dir).current(str(pid)).name
+    before = Registry(loop.model_dir).current(str(pid)).name
     # A worker whose training lasts long enough to be killed in the middle of it.
-    stop(stack.worker)
-    stack.start_worker(TRAIN_MIN_STEPS=100000)
-    job_id = stack.webhook("START_TRAINING", pid)["job"]
-    redis = connect(Settings(redis_url=stack.redis_url))
+    stop(loop.worker)
+    loop.start_worker(TRAIN_MIN_STEPS=100000)
+    job_id = loop.webhook("START_TRAINING", pid)["job"]
+    redis = connect(Settings(redis_url=loop.redis_url))
     deadline = time.time() + 180
     while (Job.fetch(job_id, connection=redis).meta.get("step") or 0) < 2:
-        assert time.time() < deadline, (stack.logs / "worker.log").read_text()[-3000:]
+        assert time.time() < deadline, loop.worker_log
         time.sleep(0.5)
-    _kill_tree(stack.worker.pid)  # the worker and its work horse (RQ gives the horse a session of its own)
-    stack.worker.wait()
+    _kill_tree(loop.worker.pid)  # the worker and its work horse (RQ gives the horse a session of its own)
+    loop.worker.wait()
 
-    registry = Registry(stack.model_dir)
+    registry = Registry(loop.model_dir)
     assert registry.current(str(pid)).name == before
     assert [v.name for v in registry.versions(str(pid))] == [before]
-    assert stack.project_version(pid) == before
-    setup = requests.post(f"{stack.backend}/setup", json={"project": str(pid), "schema": LABEL_CONFIG}, timeout=5)
+    assert loop.project_version(pid) == before
+    setup = requests.post(f"{loop.backend}/setup", json={"project": str(pid), "schema": LABEL_CONFIG}, timeout=5)
     assert setup.json()["model_version"] == before
 
     # Once the dead run's lease is over, the next request redoes the work on a healthy worker.
-    time.sleep(float(stack.env["TRAINING_LEASE_SECONDS"]) + 1)
-    stack.start_worker()
-    assert stack.webhook("START_TRAINING", pid)["status"] == "queued"
+    time.sleep(float(loop.env["TRAINING_LEASE_SECONDS"]) + 1)
+    loop.start_worker()
+    assert loop.webhook("START_TRAINING", pid)["status"] == "queued"
     after = f"project{pid}-v2"
-    stack.wait_version(pid, after)
-    promoted = Registry(stack.model_dir).current(str(pid))
+    loop.wait_version(pid, after)
+    promoted = Registry(loop.model_dir).current(str(pid))
     assert promoted.name == after and promoted.metadata["parent"] == before
     # Label Studio keeps the predictions of the serving version only (deleted right after the switch).
     deadline = time.time() + 30
     while True:
-        versions = requests.get(f"{stack.ls_url}/api/projects/{pid}/model-versions/",
-                                headers={"Authorization": f"Token {stack.token}"}, timeout=30).json()
+        versions = requests.get(f"{loop.ls_url}/api/projects/{pid}/model-versions/",
+                                headers={"Authorization": f"Token {loop.token}"}, timeout=30).json()
         if set(versions) == {after} or time.time() > deadline:
             break
         time.sleep(0.5)

@@ -16,9 +16,9 @@ from tests.conftest import ROOT, child_pids
 pytestmark = pytest.mark.e2e
 
 
-def _launch(stack_dir, ls_port, port, log):
+def _launch(stack_dir, ls_port, port, dashboard_port, log):
     env = {**os.environ, "STACK_DIR": str(stack_dir), "LABEL_STUDIO_PORT": str(ls_port), "PORT": str(port),
-           "LABEL_STUDIO_PASSWORD": "launcher-pass-1", "HF_HUB_OFFLINE": "1"}
+           "RQ_DASHBOARD_PORT": str(dashboard_port), "LABEL_STUDIO_PASSWORD": "launcher-pass-1", "HF_HUB_OFFLINE": "1"}
     env.pop("REDIS_URL", None)
     env.pop("LABEL_STUDIO_API_KEY", None)
     return subprocess.Popen([sys.executable, "-m", "backend", "run"], env=env, cwd=ROOT, stdout=log.open("a"),
@@ -38,13 +38,12 @@ def _project(url, token):
     return answer["results"] if isinstance(answer, dict) else answer
 
 
-def test_make_run_brings_up_the_demo_and_stops_cleanly(label_studio, tmp_path):
-    # (the label_studio fixture only makes sure Label Studio is installed; the launcher starts its own)
-    ls_port, port = free_port(), free_port()
+def test_make_run_brings_up_the_demo_and_stops_cleanly(label_studio_bin, tmp_path):
+    ls_port, port, dashboard_port = free_port(), free_port(), free_port()
     url = f"http://127.0.0.1:{ls_port}"
     for attempt in (1, 2):
         log = tmp_path / f"run-{attempt}.log"
-        proc = _launch(tmp_path / "stack", ls_port, port, log)
+        proc = _launch(tmp_path / "stack", ls_port, port, dashboard_port, log)
         try:
             _wait_for(log, "Ctrl-C stops everything.", proc, 400)
             token = (tmp_path / "stack" / "api-key").read_text().strip()
@@ -55,6 +54,15 @@ def test_make_run_brings_up_the_demo_and_stops_cleanly(label_studio, tmp_path):
                 time.sleep(2)
             assert [(p["title"], p["task_number"]) for p in projects] == [("Demo: tweets xenofobia", 403)]
             assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok
+            # rq-dashboard sees the queue and the one worker (registered once it has imported torch).
+            dashboard = f"http://127.0.0.1:{dashboard_port}/0/data"
+            deadline = time.time() + 120
+            while not (workers := requests.get(f"{dashboard}/workers.json", timeout=10).json()["workers"]):
+                assert time.time() < deadline, (tmp_path / "stack" / "worker.log").read_text()[-3000:]
+                time.sleep(1)
+            assert len(workers) == 1
+            queues = requests.get(f"{dashboard}/queues.json", timeout=10).json()["queues"]
+            assert "ml-backend" in [q["name"] for q in queues]
         finally:
             children = child_pids(proc.pid)
             proc.send_signal(signal.SIGINT)

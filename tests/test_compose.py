@@ -1,0 +1,128 @@
+"""docker-compose.yml and .env.example: valid for Compose, and the same services and settings as `make run`.
+
+No Docker engine runs here, but Compose checks and resolves a file without one (`docker-compose config`).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from dotenv import dotenv_values
+
+from backend.launcher import DEFAULT_PASSWORD, DEFAULT_USERNAME
+from backend.settings import Settings
+from backend.stack import LABEL_STUDIO_ENV, free_port
+from tests.conftest import ROOT
+
+COMPOSE = ROOT / "docker-compose.yml"
+EXAMPLE = ROOT / ".env.example"
+# Addresses each stack sets for itself (compose: inside its network; the launcher: on 127.0.0.1).
+STACK_ADDRESSES = {"MODEL_DIR", "REDIS_URL", "LABEL_STUDIO_URL", "HOST", "PORT"}
+SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+
+
+def _compose_command() -> list[str]:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    reason = "no docker-compose here (apt-get install docker-compose)"
+    if os.environ.get("REQUIRE_E2E"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _config(tmp_path, env: dict) -> subprocess.CompletedProcess:
+    """`docker-compose config` on a copy of the file, next to an .env made from .env.example plus `env`."""
+    shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
+    (tmp_path / ".env").write_text(EXAMPLE.read_text() + "".join(f"{k}={v}\n" for k, v in env.items()))
+    clean = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES and not k.startswith("LABEL_STUDIO_")}
+    return subprocess.run([*_compose_command(), "config"], cwd=tmp_path, env=clean, capture_output=True, text=True)
+
+
+@pytest.fixture()
+def resolved(tmp_path) -> dict:
+    answer = _config(tmp_path, {"LABEL_STUDIO_API_KEY": "k" * 40, "RETRAIN_EVERY": "25"})
+    assert answer.returncode == 0, answer.stderr
+    return yaml.safe_load(answer.stdout)
+
+
+def test_compose_file_is_valid_and_has_the_whole_stack(resolved):
+    services = resolved["services"]
+    assert set(services) == {"label-studio", "redis", "ml-backend", "worker", "rq-dashboard", "setup"}
+    # Label Studio with the flags the local launcher gives it, and the same admin user.
+    ls_env = services["label-studio"]["environment"]
+    assert {k: ls_env[k] for k in LABEL_STUDIO_ENV} == LABEL_STUDIO_ENV
+    assert (ls_env["LABEL_STUDIO_USERNAME"], ls_env["LABEL_STUDIO_PASSWORD"]) == (DEFAULT_USERNAME, DEFAULT_PASSWORD)
+    assert ls_env["LABEL_STUDIO_USER_TOKEN"] == "k" * 40
+    assert "--appendonly" in services["redis"]["command"]
+    # The backend services read .env: a value set there reaches the backend and every worker.
+    for name in ("ml-backend", "worker", "setup"):
+        env = services[name]["environment"]
+        assert env["RETRAIN_EVERY"] == "25" and env["LABEL_STUDIO_API_KEY"] == "k" * 40
+        assert env["REDIS_URL"] == "redis://redis:6379/0" and env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
+    assert services["setup"]["command"][:4] == ["python", "-m", "backend", "setup-project"]
+    assert "--demo" in services["setup"]["command"]
+    for name in ("label-studio", "redis", "rq-dashboard"):
+        assert services[name]["healthcheck"]["test"], name
+    assert services["setup"]["depends_on"]["ml-backend"]["condition"] == "service_healthy"
+    assert services["ml-backend"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_compose_refuses_to_start_without_an_api_key(tmp_path):
+    answer = _config(tmp_path, {})
+    assert answer.returncode != 0
+    assert "LABEL_STUDIO_API_KEY" in answer.stderr
+
+
+def test_every_setting_is_in_env_example_with_its_default():
+    example = dotenv_values(EXAMPLE)
+    assert SETTING_NAMES - STACK_ADDRESSES <= set(example), "settings missing from .env.example"
+    unknown = set(example) - SETTING_NAMES - {"LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_PORT",
+                                             "RQ_DASHBOARD_PORT", "HF_HUB_OFFLINE"}
+    assert not unknown, f".env.example names what nothing reads: {unknown}"
+    # The values shown are the defaults: reading the file changes no setting.
+    assert Settings(_env_file=EXAMPLE) == Settings(_env_file=None)
+    assert (example["LABEL_STUDIO_USERNAME"], example["LABEL_STUDIO_PASSWORD"]) == (DEFAULT_USERNAME, DEFAULT_PASSWORD)
+
+
+def test_compose_passes_every_setting_to_the_backend_services():
+    anchor = yaml.safe_load(COMPOSE.read_text())["x-backend"]["environment"]
+    passed = {name for name, value in anchor.items() if re.fullmatch(rf"\$\{{{name}:[-?].*\}}", str(value))}
+    assert passed == (SETTING_NAMES - STACK_ADDRESSES) | {"HF_HUB_OFFLINE"}
+
+
+def _healthcheck(service: str) -> list[str]:
+    return yaml.safe_load(COMPOSE.read_text())["services"][service]["healthcheck"]["test"][1:]
+
+
+@pytest.mark.e2e
+def test_the_images_commands_work_against_the_local_stack(stack):
+    """What the containers run, run here against the same services: healthchecks and the setup service."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    backend_check = re.search(r"HEALTHCHECK[^\n]*\\\n\s*CMD (.+)", dockerfile).group(1)
+    local = {**os.environ, "PORT": str(stack.port)}
+    assert subprocess.run(backend_check, shell=True, env=local, timeout=30).returncode == 0
+    for service, port in (("label-studio", stack.ls_port), ("rq-dashboard", stack.dashboard_port)):
+        check = [part.replace(str(8080 if service == "label-studio" else 9181), str(port))
+                 for part in _healthcheck(service)]
+        check[0] = sys.executable if check[0].startswith("python") else check[0]
+        assert subprocess.run(check, timeout=30).returncode == 0, service
+    # A healthcheck that can fail: nothing listens on a fresh port.
+    assert subprocess.run(backend_check, shell=True, env={**local, "PORT": str(free_port())}).returncode != 0
+
+    command = yaml.safe_load(COMPOSE.read_text())["services"]["setup"]["command"]
+    command = [sys.executable if c == "python" else stack.backend_url if c == "http://ml-backend:9090" else c
+               for c in command]
+    env = {**os.environ, **stack.env}
+    first = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "created; 403 tweets imported (202 with labels)" in first.stdout
+    assert "training of a first model on its labels queued" in first.stdout
+    again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "updated; 0 tweets imported (0 with labels), 403 already there" in again.stdout

@@ -1,0 +1,29 @@
+"""bfloat16 inference (INFERENCE_DTYPE): picked only where the CPU computes it natively, and close enough to
+float32 that the most uncertain tasks stay the most uncertain."""
+
+import numpy as np
+import torch
+
+from backend.model import Classifier, inference_dtype, native_bf16
+from backend.registry import Registry
+from tests.conftest import read_demo
+
+
+def test_auto_uses_bfloat16_only_where_the_cpu_has_it():
+    assert inference_dtype("auto") == (torch.bfloat16 if native_bf16() else torch.float32)
+    assert inference_dtype("float32") == torch.float32 and inference_dtype("bfloat16") == torch.bfloat16
+
+
+def test_bfloat16_scores_rank_like_float32(trained_model_dir):
+    version = Registry(trained_model_dir).current("default")
+    texts = [r["text"] for r in read_demo("tweets_pool.csv")]
+    exact = Classifier.load(version.path, version=version.name, dtype="float32").predict_proba(texts)
+    fast = Classifier.load(version.path, version=version.name, dtype="bfloat16").predict_proba(texts)
+    assert not np.array_equal(exact, fast)  # the bfloat16 path really ran
+    margin_exact, margin_fast = np.abs(exact[:, 0] - exact[:, 1]), np.abs(fast[:, 0] - fast[:, 1])
+    assert np.abs(margin_exact - margin_fast).max() <= 0.02
+    assert (exact.argmax(1) != fast.argmax(1)).mean() <= 0.01
+    # The 20 tasks an annotator would be shown first are (nearly) the same.
+    top = 20
+    overlap = set(np.argsort(margin_exact)[:top]) & set(np.argsort(margin_fast)[:top])
+    assert len(overlap) >= top - 2
