@@ -130,7 +130,9 @@ def run() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         stack.start()
-        report = setup_demo(LabelStudio(base_url=stack.ls_url, api_key=stack.token), stack.backend_url)
+        settings = Settings()  # the backend's auth and webhook secret, from the same environment and .env
+        report = setup_demo(LabelStudio(base_url=stack.ls_url, api_key=stack.token), stack.backend_url,
+                            backend_auth=settings.basic_auth, webhook_secret=settings.webhook_secret)
         if report.training_requested:
             print(f"training a first model on the {report.annotated or 'labeled'} demo labels in the background; "
                   "the queue switches to uncertainty order when it is done (worker.log)", flush=True)

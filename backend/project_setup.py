@@ -82,7 +82,10 @@ def setup_project(ls, *, title: str, label_config: str, rows: list[dict], backen
     report.imported = len(tasks)
 
     if not any(m.url.rstrip("/") == backend_url.rstrip("/") for m in ls.ml.list(project=project.id)):
-        ls.ml.create(project=project.id, url=backend_url, title="tweets active learning")
+        # Label Studio must send the backend's basic auth on every call, or /setup answers 401 and it disconnects.
+        auth = ({"auth_method": "BASIC_AUTH", "basic_auth_user": backend_auth[0], "basic_auth_pass": backend_auth[1]}
+                if backend_auth else {})
+        ls.ml.create(project=project.id, url=backend_url, title="tweets active learning", **auth)
         report.backend_connected = True
     ls.projects.update(id=project.id, sampling="Uncertainty sampling")
 

@@ -174,3 +174,27 @@ def test_setup_and_export_work_with_a_personal_access_token(stack, tmp_path):
     cli("export", "--project", str(pid), "--out", str(tmp_path / "out.csv"))
     with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == 5
+
+
+def test_a_backend_behind_basic_auth_is_connected_with_its_credentials(stack, tmp_path):
+    """With BASIC_AUTH_USER/PASS set, setup-project gives Label Studio the credentials, and predictions flow."""
+    from label_studio_sdk import LabelStudio
+
+    from backend.project_setup import setup_project
+    from backend.stack import free_port, start_backend, stop
+
+    auth = ("annotators", "s3cret-pass")
+    env = {**stack.env, "BASIC_AUTH_USER": auth[0], "BASIC_AUTH_PASS": auth[1]}
+    proc, url = start_backend(env, free_port(), tmp_path / "backend.log")
+    try:
+        assert requests.post(f"{url}/setup", json={"schema": LABEL_CONFIG}, timeout=5).status_code == 401
+        ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
+        pool = [{"id": f"a{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[100:106])]
+        report = setup_project(ls, title="basic auth e2e", label_config=LABEL_CONFIG, rows=pool, backend_url=url,
+                               backend_auth=auth)
+        version = Registry(stack.folder / "models").current("default").name
+        assert report.model_version == version
+        tasks = list(ls.tasks.list(project=report.project, fields="all", page_size=100))
+        assert [len(t.predictions) for t in tasks] == [1] * len(pool)
+    finally:
+        stop(proc)
