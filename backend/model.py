@@ -8,6 +8,7 @@ docs/benchmarks.md has the speed and the change in probabilities.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -99,6 +100,7 @@ class Classifier:
         return probs
 
 
+@functools.cache
 def native_bf16() -> bool:
     """True when the CPU has bfloat16 instructions (AVX512-BF16 or AMX); elsewhere bfloat16 is emulated, slow."""
     try:

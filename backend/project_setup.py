@@ -131,14 +131,17 @@ def request_training(backend_url: str, project: int, backend_auth: tuple | None 
     return answer.json()
 
 
-def demo_rows() -> list[dict]:
-    """The demo tweets shipped with the package: about 200 labeled (they bootstrap the first model) and 200 not."""
-    def read(name: str) -> list[dict]:
-        with (DEMO / name).open(newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
+def read_demo(name: str) -> list[dict]:
+    """The rows of one of the demo CSVs shipped with the package (tweets_labeled.csv, tweets_pool.csv)."""
+    with (DEMO / name).open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
-    labeled = [{"id": f"labeled-{i}", **row} for i, row in enumerate(read("tweets_labeled.csv"))]
-    pool = [{"id": f"pool-{row.get('id', i)}", "text": row["text"]} for i, row in enumerate(read("tweets_pool.csv"))]
+
+def demo_rows() -> list[dict]:
+    """The demo tweets: about 200 labeled (they bootstrap the first model) and 200 not."""
+    labeled = [{"id": f"labeled-{i}", **row} for i, row in enumerate(read_demo("tweets_labeled.csv"))]
+    pool = [{"id": f"pool-{row.get('id', i)}", "text": row["text"]}
+            for i, row in enumerate(read_demo("tweets_pool.csv"))]
     return labeled + pool
 
 

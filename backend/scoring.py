@@ -75,4 +75,3 @@ def export_project(project: int, out: Path, settings: Settings, *, threshold: fl
     table, columns = score_rows(rows, settings, project=project, threshold=threshold)
     write_table(table, out, columns)
     return len(table)
-

@@ -80,7 +80,6 @@ class ModelStore:
         return classifier
 
 
-
 def model_options(settings: Settings) -> dict:
     """Classifier.load options from the settings (shared by the server and the re-scoring jobs)."""
     s = settings

@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     normalize_tweets: bool = True
     max_length: int = Field(default=128, ge=8, le=512)
     batch_size: int = Field(default=64, ge=1)
-    # bfloat16 inference is about 1.7x faster on CPUs with AVX512-BF16/AMX and moves probabilities by < 0.001
-    # (docs/benchmarks.md); "auto" uses it only there. Training stays float32.
+    # bfloat16 inference is about 1.65x faster on CPUs with AVX512-BF16/AMX and moves margins by 0.001 on
+    # average, 0.01 at most (docs/benchmarks.md); "auto" uses it only there. Training stays float32.
     inference_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     # Request limits: a body over MAX_BODY_MB answers 413; a text over MAX_TEXT_CHARS gets an empty slot.

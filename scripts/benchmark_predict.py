@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,22 +52,11 @@ def ensure_model(model_dir: str | None) -> Path:
 
 
 def start_backend(model_dir: Path, dtype: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MODEL_DIR": str(model_dir), "WORKERS": "1", "THREADS": "4", "LOG_LEVEL": "WARNING",
+    from backend.stack import free_port, start_backend as start
+
+    env = {"MODEL_DIR": str(model_dir), "WORKERS": "1", "THREADS": "4", "LOG_LEVEL": "WARNING",
            "INFERENCE_DTYPE": dtype}
-    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(180):
-        try:
-            if requests.get(f"{url}/health", timeout=1).ok:
-                return proc, url
-        except requests.RequestException:
-            time.sleep(1)
-    proc.kill()
-    raise SystemExit("backend did not start")
+    return start(env, free_port(), model_dir / f"backend-{dtype}.log")
 
 
 def predict_seconds(url: str, texts: list[str], config: str) -> float:
@@ -141,9 +129,10 @@ def main() -> None:
         health = latencies(url, "GET", "/health", 200)
         big_s = predict_seconds(url, tweets(args.big)[0], config) if args.big else None
     finally:
+        from backend.stack import stop
+
         for p in (proc, proc32):
-            p.terminate()
-            p.wait()
+            stop(p)
     median = {name: float(np.median([r[name] for r in runs])) for name in runs[0]}
     for number, r in enumerate(runs, 1):
         print(f"round {number}: " + ", ".join(f"{name} {s:.2f} s" for name, s in r.items()))

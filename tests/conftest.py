@@ -10,19 +10,13 @@ import pytest  # noqa: E402
 
 from backend.registry import Registry  # noqa: E402
 from backend.settings import Settings  # noqa: E402
-from backend.launcher import LocalStack  # noqa: E402
+from backend.launcher import LABEL_STUDIO_BIN, LocalStack  # noqa: E402
+from backend.project_setup import read_demo  # noqa: E402
 from backend.stack import RedisServer, free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "backend" / "demo"
 LABEL_CONFIG = (ROOT / "label_config.xml").read_text()
-
-
-def read_demo(name: str) -> list[dict]:
-    import csv
-
-    with (DEMO / name).open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +81,7 @@ def redis_server(tmp_path):
 
 @pytest.fixture(scope="session")
 def label_studio_bin() -> str:
-    binary = os.environ.get("LABEL_STUDIO_BIN") or str(ROOT / ".venv-ls" / "bin" / "label-studio")
+    binary = os.environ.get("LABEL_STUDIO_BIN") or LABEL_STUDIO_BIN
     if not Path(binary).exists():
         reason = f"Label Studio not installed at {binary} (run `make install`)"
         if os.environ.get("REQUIRE_E2E"):

@@ -1,5 +1,6 @@
 """The active-learning loop end to end, on the stack `make run` starts: a real Label Studio, a real redis-server,
-real RQ workers and the backend under gunicorn. Annotations made through Label Studio's API reach /webhook as Label Studio sends them.
+real RQ workers and the backend under gunicorn. Annotations made through Label Studio's API reach /webhook as
+Label Studio sends them.
 """
 
 import os
@@ -40,28 +41,8 @@ class Loop:
     def worker(self):
         return self.local.workers[-1]
 
-    @property
-    def backend(self) -> str:
-        return self.local.backend_url
-
-    @property
-    def ls_url(self) -> str:
-        return self.local.ls_url
-
-    @property
-    def token(self) -> str:
-        return self.local.token
-
-    @property
-    def redis_url(self) -> str:
-        return self.local.redis_url
-
-    @property
-    def env(self) -> dict:
-        return self.local.env
-
-    def start_worker(self, **overrides) -> None:
-        self.local.start_worker(**overrides)
+    def __getattr__(self, name):
+        return getattr(self.local, name)  # ls_url, backend_url, token, redis_url, env, start_worker, ...
 
     @property
     def model_dir(self) -> Path:
@@ -72,7 +53,7 @@ class Loop:
         return (self.local.folder / "worker.log").read_text()[-4000:]
 
     def webhook(self, action: str, project: int) -> dict:
-        answer = requests.post(f"{self.local.backend_url}/webhook", json={"action": action, "project": {"id": project}},
+        answer = requests.post(f"{self.backend_url}/webhook", json={"action": action, "project": {"id": project}},
                                timeout=5)
         assert answer.status_code == 200, answer.text
         return answer.json()
@@ -128,7 +109,7 @@ def project(loop):
                                       [{"text": t} for t in pool], return_task_ids=True)
     ids = list(answer.task_ids)
     # Connecting the backend makes Label Studio send every event to <backend>/webhook.
-    ls.ml.create(project=created.id, url=loop.backend, title="tweets")
+    ls.ml.create(project=created.id, url=loop.backend_url, title="tweets")
     ls.projects.update(id=created.id, sampling="Uncertainty sampling")
     return created.id, list(zip(ids[:12], [r["label"] for r in to_label])), ids[12:]
 
@@ -166,8 +147,8 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
     assert current.metadata["label_counts"] == {"ok": 8, "xenófobo": 4}
     # Every gunicorn worker reports it, without restart.
     for _ in range(4):
-        setup = requests.post(f"{loop.backend}/setup", json={"project": f"{pid}.1700000000", "schema": LABEL_CONFIG},
-                              timeout=5)
+        setup = requests.post(f"{loop.backend_url}/setup",
+                              json={"project": f"{pid}.1700000000", "schema": LABEL_CONFIG}, timeout=5)
         assert setup.json()["model_version"] == version
 
     # Every unlabeled task carries one prediction of the new version, scored by its margin.
@@ -211,7 +192,7 @@ def test_worker_killed_mid_training_keeps_the_previous_version(loop, project):
     assert registry.current(str(pid)).name == before
     assert [v.name for v in registry.versions(str(pid))] == [before]
     assert loop.project_version(pid) == before
-    setup = requests.post(f"{loop.backend}/setup", json={"project": str(pid), "schema": LABEL_CONFIG}, timeout=5)
+    setup = requests.post(f"{loop.backend_url}/setup", json={"project": str(pid), "schema": LABEL_CONFIG}, timeout=5)
     assert setup.json()["model_version"] == before
 
     # Once the dead run's lease is over, the next request redoes the work on a healthy worker.
