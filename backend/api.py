@@ -1,7 +1,7 @@
 """The ML backend protocol as Label Studio 1.23 calls it: a thin HTTP layer over the model store.
 
-Routes only parse the request and delegate; the answer's shape lives in response.py, the scoring in
-predictor.py. /health and /setup never load a model, so they answer in milliseconds.
+Routes only parse the request and delegate; the scoring and the answer's shape live in predictions.py.
+/health and /setup never load a model, so they answer in milliseconds. Errors become HTTP statuses here only.
 """
 
 from __future__ import annotations
@@ -14,28 +14,31 @@ from flask import Flask, Response, g, jsonify, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
-from . import metrics, response
-from .errors import BackendError, BadRequest
-from .labels import parse_label_config
-from .loop import ANNOTATION_ACTIONS, TRAIN_ACTION, TrainingQueue, connect, training_queue
-from .predictor import predict_tasks
+from . import metrics, predictions
+from .errors import BackendError, BadRequest, LabelConfigError, LabelStudioUnavailable, NoTrainedModel
+from .labelstudio.label_config import parse_label_config
+from .model_store import ModelStore
 from .registry import scope_of
-from .serving import ModelStore
+from .retraining.policy import ANNOTATION_ACTIONS, TRAIN_ACTION, RetrainPolicy, connect
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Routes Label Studio reaches without credentials (it sends webhooks without basic auth).
 OPEN_ROUTES = {"health", "webhook"}
+# The errors a request can cause and their statuses; any other error is ours: 500, traceback in the log.
+STATUS: dict[type[BackendError], int] = {
+    LabelConfigError: 422, BadRequest: 400, NoTrainedModel: 409, LabelStudioUnavailable: 503,
+}
 
 
 def create_app(
-    settings: Settings | None = None, store: ModelStore | None = None, trainings: TrainingQueue | None = None
+    settings: Settings | None = None, store: ModelStore | None = None, policy: RetrainPolicy | None = None
 ) -> Flask:
     settings = settings or Settings()
     store = store or ModelStore(settings)
     # Connects on first use; fails fast so that /webhook answers within Label Studio's 1 s.
-    trainings = trainings or training_queue(settings, connect(settings, fail_fast=True))
+    policy = policy or RetrainPolicy.from_settings(settings, connect(settings, fail_fast=True))
     store.warm_up()  # load at start, never on the first request
 
     app = Flask(__name__)
@@ -61,8 +64,9 @@ def create_app(
 
     @app.errorhandler(Exception)
     def _handle(exc: Exception):
-        if isinstance(exc, BackendError):
-            return _error(str(exc), exc.status)
+        status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), None)
+        if status is not None:
+            return _error(str(exc), status)
         if isinstance(exc, HTTPException):
             return _error(exc.description or exc.name, exc.code or 500)
         log.exception("unhandled error on %s %s", request.method, request.path)
@@ -90,13 +94,13 @@ def create_app(
         if serving["version"] != classifier.version:
             metrics.serving(classifier.version, serving["version"])
             serving["version"] = classifier.version
-        results = predict_tasks(
+        results = predictions.predict_tasks(
             classifier, config, tasks, strategy=settings.uncertainty, max_chars=settings.max_text_chars
         )
-        served = sum(1 for r in results if r is not response.NO_PREDICTION)
+        served = sum(1 for r in results if r is not predictions.NO_PREDICTION)
         metrics.PREDICTIONS.labels(classifier.version).inc(served)
         metrics.TASKS_WITHOUT_PREDICTION.inc(len(results) - served)
-        return jsonify(response.predictions(results, classifier.version))
+        return jsonify(predictions.answer(results, classifier.version))
 
     @app.post("/webhook")
     def webhook():
@@ -114,7 +118,7 @@ def create_app(
         project = _webhook_project(body)
         count = len(body.get("annotations") or []) or 1  # ANNOTATIONS_CREATED/DELETED carry a list
         try:
-            decision, job = trainings.on_event(project, action, count)
+            decision, job = policy.on_event(project, action, count)
         except RedisError as exc:
             log.error("webhook %s for project %s not queued, Redis unreachable: %s", action, project, exc)
             return _error("Redis (REDIS_URL) is unreachable: the event was not queued; the next annotation "

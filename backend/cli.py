@@ -7,7 +7,6 @@ Each command is a thin wrapper over a package function; heavy imports happen ins
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 from pathlib import Path
@@ -23,13 +22,14 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
 
-    train = commands.add_parser("train", help="fine-tune on a labeled CSV (text,label) and store a version")
+    train = commands.add_parser("train", help="fine-tune on a labeled CSV (text,label) and store a version, with "
+                                "the worker's recipe (TRAIN_EPOCHS, TRAIN_LEARNING_RATE, TRAIN_MIN_STEPS)")
     train.add_argument("--csv", required=True, type=Path)
     train.add_argument("--project", help="Label Studio project id (default: the version every project uses)")
     train.add_argument("--base-model", help="model to fine-tune (default: MODEL_NAME)")
-    train.add_argument("--epochs", type=float, default=4)
-    train.add_argument("--learning-rate", type=float, default=5e-5)
-    train.add_argument("--eval-fraction", type=float, default=0.2)
+    train.add_argument("--epochs", type=float, help="default: TRAIN_EPOCHS")
+    train.add_argument("--learning-rate", type=float, help="default: TRAIN_LEARNING_RATE")
+    train.add_argument("--eval-fraction", type=float, help="share held out for the stored metrics (default 0.2)")
 
     predict = commands.add_parser("predict", help="score a CSV (id,text) offline, most uncertain first")
     predict.add_argument("--csv", required=True, type=Path)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _serve(args, settings: Settings) -> None:
-    from .server import serve
+    from .wsgi import serve
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     serve(settings.model_copy(update=overrides))
@@ -92,10 +92,9 @@ def _serve(args, settings: Settings) -> None:
 def _worker(args, settings: Settings) -> None:
     from rq import Worker
 
-    from .loop import connect
-
     # Import the jobs (torch, transformers) once here; each job's forked process inherits them.
-    import backend.jobs  # noqa: F401
+    from .retraining import jobs  # noqa: F401
+    from .retraining.policy import connect
 
     worker = Worker([settings.rq_queue], connection=connect(settings))
     worker.work(burst=args.burst, logging_level=settings.log_level, with_scheduler=False)
@@ -111,11 +110,11 @@ def _rollback(args, settings: Settings) -> None:
         return
     from redis.exceptions import RedisError
 
-    from .jobs import enqueue_rescoring
-    from .loop import training_queue
+    from .retraining.jobs import enqueue_rescoring
+    from .retraining.policy import RetrainPolicy
 
     try:
-        enqueue_rescoring(int(scope), args.version, settings, training_queue(settings).queue)
+        enqueue_rescoring(int(scope), args.version, settings, RetrainPolicy.from_settings(settings).queue)
     except RedisError as exc:
         sys.exit(f"error: could not enqueue the re-scoring, Redis unreachable ({exc}); "
                  f"press Start Training in Label Studio later, or run rollback again")
@@ -125,18 +124,21 @@ def _rollback(args, settings: Settings) -> None:
 def _setup_project(args, settings: Settings) -> None:
     from label_studio_sdk import LabelStudio
 
-    from .project_setup import LABEL_CONFIG, setup_demo, setup_project
+    from .labelstudio.label_config import default_label_config
+    from .labelstudio.project_setup import setup_project
+    from .stack.demo import setup_demo
+    from .tables import read_csv
 
     if not settings.label_studio_api_key:
         raise ValueError("set LABEL_STUDIO_API_KEY (a legacy token or a personal access token)")
     ls = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key)
-    label_config = (args.label_config or LABEL_CONFIG).read_text(encoding="utf-8")
+    label_config = args.label_config.read_text(encoding="utf-8") if args.label_config else default_label_config()
     if args.demo:
         report = setup_demo(ls, args.backend_url, label_config=label_config, backend_auth=settings.basic_auth,
                             webhook_secret=settings.webhook_secret)
     else:
         report = setup_project(
-            ls, title=args.title, label_config=label_config, rows=_read_csv(args.csv, ["text"]),
+            ls, title=args.title, label_config=label_config, rows=read_csv(args.csv, ["text"]),
             backend_url=args.backend_url, threshold=args.threshold, retrieve=not args.no_retrieve,
             backend_auth=settings.basic_auth,
         )
@@ -148,32 +150,19 @@ def _setup_project(args, settings: Settings) -> None:
           f"tabs added: {report.tabs_created or 'none'}; model_version: {report.model_version or 'not set yet'}")
 
 
-def _read_csv(path: Path, required: list[str]) -> list[dict]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path} lacks column(s) {missing}; found {reader.fieldnames}")
-        return list(reader)
-
-
 def _train(args, settings: Settings) -> None:
+    from .models.finetune import TrainConfig
+    from .models.training import train_version
     from .registry import Registry, scope_of
-    from .training import TrainConfig, train_version
+    from .tables import read_csv
 
-    rows = [r for r in _read_csv(args.csv, ["text", "label"]) if r["label"].strip()]
-    classes = sorted({r["label"].strip() for r in rows})
-    config = TrainConfig(
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        eval_fraction=args.eval_fraction,
-        max_length=settings.max_length,
-        normalize=settings.normalize_tweets,
-    )
+    rows = [r for r in read_csv(args.csv, ["text", "label"]) if r["label"].strip()]
+    config = TrainConfig.from_settings(settings, warm=False, epochs=args.epochs, learning_rate=args.learning_rate,
+                                       eval_fraction=args.eval_fraction)
     version = train_version(
         [r["text"] for r in rows],
         [r["label"].strip() for r in rows],
-        classes,
+        sorted({r["label"].strip() for r in rows}),
         base_model=args.base_model or settings.model_name,
         registry=Registry(settings.model_dir),
         scope=scope_of(args.project),
@@ -184,20 +173,20 @@ def _train(args, settings: Settings) -> None:
 
 
 def _predict(args, settings: Settings) -> None:
-    from .scoring import score_csv
+    from .export import score_csv
 
     written = score_csv(args.csv, args.out, settings, project=args.project, threshold=args.threshold)
     print(f"wrote {written} rows to {args.out}")
 
 
 def _run(args, settings: Settings) -> None:
-    from .launcher import run
+    from .stack.launcher import run
 
     run()
 
 
 def _export(args, settings: Settings) -> None:
-    from .scoring import export_project
+    from .export import export_project
 
     written = export_project(args.project, args.out, settings, threshold=args.threshold)
     print(f"wrote {written} tasks of project {args.project} to {args.out}")

@@ -1,19 +1,33 @@
-"""The caller's mistakes, each with the HTTP status the API answers it with."""
+"""Every exception of the backend, grouped by whose fault it is. HTTP statuses live at the edge (api.py).
+
+The caller's mistakes:
+    BadRequest, LabelConfigError
+A state of the data (nothing is broken; more labels or another input fix it):
+    NoTrainingData, NoTrainedModel
+A dependency that is unavailable (retry later):
+    LabelStudioUnavailable
+"""
 
 
 class BackendError(Exception):
-    status = 500
+    """Base of every error this backend raises on purpose; its message is meant for a user."""
 
 
 class BadRequest(BackendError):
-    status = 400
+    """A malformed request: not JSON, a missing or mistyped field."""
 
 
 class LabelConfigError(BadRequest):
-    status = 422
+    """A label config this backend cannot serve (no <Choices> bound to a <Text>, multiple choice, ...)."""
 
 
 class NoTrainingData(BackendError):
-    """Too few labeled examples to train (a state of the data, not a bug)."""
+    """Too few labeled examples to train, or labels outside the project's classes."""
 
-    status = 409
+
+class NoTrainedModel(BackendError):
+    """Scoring was asked for before any version was trained."""
+
+
+class LabelStudioUnavailable(BackendError):
+    """Label Studio did not answer after every retry."""

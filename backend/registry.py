@@ -11,6 +11,7 @@ half-written version visible.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,11 +20,16 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Protocol
+
+log = logging.getLogger(__name__)
+
 
 DEFAULT_SCOPE = "default"
 METADATA = "metadata.json"
-_VERSION = re.compile(r"-v(\d+)$")
+# Version names: "default-v3", "project12-v7". Label Studio stores them as predictions' model_version; only
+# names of this shape are ever deleted from a project.
+VERSION_NAME = re.compile(r"^(default|project[A-Za-z0-9_-]+)-v(\d+)$")
 STALE_STAGING_SECONDS = 3600
 
 
@@ -35,6 +41,14 @@ def scope_of(project: str | int | None) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_-]+", scope):
         raise ValueError(f"invalid project id {project!r}")
     return scope
+
+
+class Storable(Protocol):
+    """What the registry needs of a fitted classifier (models.base.TextClassifier has it)."""
+
+    kind: str
+
+    def save(self, folder: Path) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,16 @@ class Registry:
         numbers = [_number(v.name) for v in self.versions(scope)]
         return f"{prefix}-v{max(numbers, default=0) + 1}"
 
+    def store(self, scope: str, classifier: Storable, metadata: dict) -> Version:
+        """Save a fitted classifier of any kind as the scope's next version and make it CURRENT."""
+        with self.stage(scope) as staged:
+            classifier.save(staged)
+            meta = {"kind": classifier.kind, **metadata,
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            version = self.promote(scope, staged, meta)
+        log.info("promoted %s (%s)", version.name, version.path)
+        return version
+
     @contextmanager
     def stage(self, scope: str) -> Iterator[Path]:
         """A private folder to write a version into; removed if the block fails."""
@@ -137,8 +161,8 @@ class Registry:
 
 
 def _number(name: str) -> int:
-    match = _VERSION.search(name)
-    return int(match.group(1)) if match else 0
+    match = VERSION_NAME.match(name)
+    return int(match.group(2)) if match else 0
 
 
 def _write_atomic(path: Path, text: str) -> None:

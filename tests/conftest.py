@@ -1,3 +1,5 @@
+"""Fixtures only; shared helpers live in tests/helpers.py."""
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -8,33 +10,29 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from backend.models.finetune import TrainConfig  # noqa: E402
+from backend.models.training import train_version  # noqa: E402
 from backend.registry import Registry  # noqa: E402
 from backend.settings import Settings  # noqa: E402
-from backend.launcher import LABEL_STUDIO_BIN, LocalStack  # noqa: E402
-from backend.project_setup import read_demo  # noqa: E402
-from backend.stack import RedisServer, free_port  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "backend" / "demo"
-LABEL_CONFIG = (ROOT / "label_config.xml").read_text()
+from backend.stack.launcher import LocalStack, label_studio_bin  # noqa: E402
+from backend.stack.processes import RedisServer, free_port  # noqa: E402
+from tests.helpers import CONFIG, read_demo  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory) -> Path:
     """MODEL_DIR holding one default version fine-tuned briefly on the demo tweets (real training)."""
-    from backend.training import TrainConfig, train_version
-
     model_dir = tmp_path_factory.mktemp("models")
     rows = read_demo("tweets_labeled.csv")
     settings = Settings(model_dir=model_dir)
     train_version(
         [r["text"] for r in rows],
         [r["label"] for r in rows],
-        ["ok", "xenófobo"],
+        CONFIG.classes,
         base_model=settings.model_name,
         registry=Registry(model_dir),
         scope="default",
-        config=TrainConfig(epochs=2, learning_rate=1e-4, eval_fraction=0.2, progress=False),
+        config=TrainConfig(epochs=2, learning_rate=1e-4, min_steps=0, eval_fraction=0.2, progress=False),
     )
     return model_dir
 
@@ -42,7 +40,7 @@ def trained_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def settings(trained_model_dir) -> Settings:
     # A closed port: no test may lean on the machine's own Redis service. float32: these tests compare scores
-    # exactly (bfloat16 moves them by up to 0.01 with the batch; tests/test_model.py checks that separately).
+    # exactly (bfloat16 moves them by up to 0.01 with the batch; tests/test_transformer.py checks that).
     return Settings(model_dir=trained_model_dir, basic_auth_user="", basic_auth_pass="", webhook_secret="",
                     redis_url=f"redis://127.0.0.1:{free_port()}/0", inference_dtype="float32")
 
@@ -59,19 +57,6 @@ def client(app):
     return app.test_client()
 
 
-def child_pids(pid: int) -> list[int]:
-    """The processes whose parent is `pid`, read from /proc."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
-
-
 @pytest.fixture()
 def redis_server(tmp_path):
     server = RedisServer(tmp_path).start()
@@ -80,8 +65,8 @@ def redis_server(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def label_studio_bin() -> str:
-    binary = os.environ.get("LABEL_STUDIO_BIN") or LABEL_STUDIO_BIN
+def label_studio_binary() -> str:
+    binary = label_studio_bin()
     if not Path(binary).exists():
         reason = f"Label Studio not installed at {binary} (run `make install`)"
         if os.environ.get("REQUIRE_E2E"):
@@ -102,13 +87,13 @@ E2E_SETTINGS = {
 
 
 @pytest.fixture(scope="session")
-def stack(label_studio_bin, trained_model_dir, tmp_path_factory) -> LocalStack:
+def stack(label_studio_binary, trained_model_dir, tmp_path_factory) -> LocalStack:
     """The stack `make run` starts (Redis, Label Studio, backend, worker, rq-dashboard), through the launcher's
     own code, on free ports, serving a copy of the trained default version."""
     folder = tmp_path_factory.mktemp("stack")
     shutil.copytree(trained_model_dir, folder / "models")
     stack = LocalStack(folder=folder, token=secrets.token_hex(20), password="e2e-pass-123", ls_port=free_port(),
-                       port=free_port(), dashboard_port=free_port(), ls_binary=label_studio_bin,
+                       port=free_port(), dashboard_port=free_port(), ls_binary=label_studio_binary,
                        settings_env=E2E_SETTINGS)
     stack.start()
     try:

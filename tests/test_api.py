@@ -5,14 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from backend import uncertainty
 from backend.api import create_app
-from backend.predictor import class_probabilities
-from backend.labels import parse_label_config
+from backend.predictions import class_probabilities
+from backend.labelstudio.label_config import parse_label_config
 from backend.settings import Settings
-from tests.conftest import LABEL_CONFIG, read_demo
+from tests.helpers import LABEL_CONFIG, pool_texts
 
-TWEETS = [r["text"] for r in read_demo("tweets_pool.csv")[:20]]
+TWEETS = pool_texts(20)
 
 
 def _predict_body(texts, **extra):
@@ -98,6 +97,14 @@ def test_setup_with_an_unknown_config_is_a_4xx(client):
     assert answer.status_code == 422 and "Choices" in answer.json["error"]
 
 
+def test_multiple_choice_configs_get_422_naming_the_attribute(client):
+    multiple = LABEL_CONFIG.replace('choice="single"', 'choice="multiple"')
+    setup = client.post("/setup", json={"project": "1.1", "schema": multiple})
+    predict = client.post("/predict", json=_predict_body(TWEETS[:2], label_config=multiple))
+    for answer in (setup, predict):
+        assert answer.status_code == 422 and 'choice="multiple"' in answer.json["error"]
+
+
 def test_body_over_the_limit_is_413(trained_model_dir):
     app = create_app(Settings(model_dir=trained_model_dir, max_body_mb=0.01))
     answer = app.test_client().post("/predict", json=_predict_body(["hola " * 5000]))
@@ -162,7 +169,6 @@ def test_uncertainty_setting_changes_the_score(trained_model_dir, client):
     for a, b in zip(lc, margin):
         # two classes: top probability = (1 + margin) / 2
         assert a["score"] == pytest.approx((1 + b["score"]) / 2, abs=1e-5)
-    assert uncertainty.STRATEGIES  # the three strategies are wired by name
 
 
 def test_a_matching_classification_checkpoint_is_served_as_is(trained_model_dir, tmp_path):

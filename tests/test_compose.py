@@ -13,10 +13,10 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from backend.launcher import DEFAULT_PASSWORD, DEFAULT_USERNAME
+from backend.stack.launcher import DEFAULT_PASSWORD, DEFAULT_USERNAME
 from backend.settings import Settings
-from backend.stack import LABEL_STUDIO_ENV, free_port
-from tests.conftest import ROOT
+from backend.stack.processes import LABEL_STUDIO_ENV, free_port
+from tests.helpers import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 EXAMPLE = ROOT / ".env.example"

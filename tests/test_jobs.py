@@ -1,38 +1,13 @@
 """Jobs run by a real RQ worker (in-process, burst) against a real redis-server; Label Studio absent."""
 
-import pytest
 from redis import Redis
 from rq import SimpleWorker
 from rq.job import Job, JobStatus
 
-from backend.labels import parse_label_config
-from backend.labelstudio import latest_choice
-from backend.loop import training_queue
+from backend.retraining.policy import RetrainPolicy
 from backend.registry import Registry
 from backend.settings import Settings
-from backend.stack import free_port
-from tests.conftest import LABEL_CONFIG
-
-CONFIG = parse_label_config(LABEL_CONFIG)
-
-
-def _choice(label, **extra):
-    return {"result": [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}],
-            **extra}
-
-
-def test_latest_choice_takes_the_newest_annotation_that_was_not_skipped():
-    annotations = [
-        _choice("ok", id=1, updated_at="2026-01-01T10:00:00Z"),
-        _choice("xenófobo", id=2, updated_at="2026-01-02T10:00:00Z"),
-        {"id": 3, "updated_at": "2026-01-03T10:00:00Z", "was_cancelled": True, "result": []},
-    ]
-    assert latest_choice(annotations, CONFIG) == "xenófobo"
-    assert latest_choice([], CONFIG) is None
-    assert latest_choice([_choice("unknown class", id=1)], CONFIG) is None
-    other_control = {"id": 1, "result": [{"from_name": "sentiment", "type": "choices", "value": {"choices": ["ok"]}}]}
-    assert latest_choice([other_control], CONFIG) is None
-
+from backend.stack.processes import free_port
 
 def test_label_studio_unreachable_fails_the_job_visibly_without_promoting(tmp_path, redis_server, monkeypatch):
     env = {"REDIS_URL": redis_server.url, "RQ_QUEUE": "jobs-test", "MODEL_DIR": str(tmp_path / "models"),
@@ -41,7 +16,7 @@ def test_label_studio_unreachable_fails_the_job_visibly_without_promoting(tmp_pa
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    trainings = training_queue(settings, Redis.from_url(redis_server.url))
+    trainings = RetrainPolicy.from_settings(settings, Redis.from_url(redis_server.url))
     _, job_id = trainings.request(5)
     SimpleWorker([trainings.queue], connection=trainings.redis).work(burst=True)
 
@@ -55,9 +30,12 @@ def test_label_studio_unreachable_fails_the_job_visibly_without_promoting(tmp_pa
     assert trainings.request(5)[0].value == "queued"
 
 
-def test_jobs_need_an_api_key(monkeypatch):
-    from backend.errors import BackendError
-    from backend.labelstudio import LabelStudioClient
+def test_jobs_enqueued_under_their_old_path_still_run(redis_server):
+    """Jobs persisted in Redis before the move name `backend.jobs.*`: a worker of this version still finds them."""
+    from rq import Queue
 
-    with pytest.raises(BackendError, match="LABEL_STUDIO_API_KEY"):
-        LabelStudioClient("http://localhost:8080", "")
+    from backend.retraining import jobs
+
+    queue = Queue("old-jobs", connection=Redis.from_url(redis_server.url))
+    job = queue.enqueue_call("backend.jobs.finish_rescoring", kwargs={"project": 1, "version": "project1-v1"})
+    assert job.func is jobs.finish_rescoring

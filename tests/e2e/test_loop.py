@@ -14,21 +14,21 @@ import pytest
 import requests
 from rq.job import Job
 
-from backend.labels import parse_label_config
-from backend.loop import connect
-from backend.model import Classifier
-from backend.predictor import class_probabilities
+from backend.labelstudio.label_config import parse_label_config
+from backend.retraining.policy import connect
+from backend.models.loader import load_version
+from backend.predictions import class_probabilities
 from backend.registry import Registry
 from backend.settings import Settings
-from backend.launcher import LocalStack
-from backend.stack import stop
-from tests.conftest import LABEL_CONFIG, child_pids, read_demo
+from backend.stack.launcher import LocalStack
+from backend.stack.processes import stop
+from tests.helpers import CONFIG, LABEL_CONFIG, kill_tree, read_demo
 
 pytestmark = pytest.mark.e2e
 
 @dataclass
 class Loop:
-    """The stack `make run` starts (tests/conftest.py), seen from the loop's side."""
+    """The stack `make run` starts (the `stack` fixture), seen from the loop's side."""
     local: LocalStack
 
     @property
@@ -76,24 +76,6 @@ def loop(stack):
     return Loop(stack)
 
 
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and its descendants, as the OOM killer or a lost machine would: no cleanup runs."""
-    doomed, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        doomed.append(current)
-        todo += child_pids(current)
-    for victim in doomed:
-        try:
-            os.kill(victim, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _choice(label: str) -> list:
-    return [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
-
-
 def _as_dict(item):
     return item if isinstance(item, dict) else item.model_dump()
 
@@ -129,7 +111,7 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
     pid, to_label, unlabeled = project
     # Cold start: two labels of one class are not enough to train; nothing is promoted.
     for task_id, label in to_label[:2]:
-        loop.ls.annotations.create(id=task_id, result=_choice(label))
+        loop.ls.annotations.create(id=task_id, result=[CONFIG.region(label)])
     job = _wait_job(loop, loop.webhook("START_TRAINING", pid)["job"])
     assert job.return_value()["status"] == "cold_start", job.latest_result().exc_string
     assert job.return_value()["label_counts"] == {"xenófobo": 2}
@@ -137,7 +119,7 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
 
     # RETRAIN_EVERY (10 here) more annotations, each a webhook from Label Studio, start the first training.
     for task_id, label in to_label[2:]:
-        loop.ls.annotations.create(id=task_id, result=_choice(label))
+        loop.ls.annotations.create(id=task_id, result=[CONFIG.region(label)])
     version = f"project{pid}-v1"
     loop.wait_version(pid, version)
 
@@ -152,7 +134,7 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
         assert setup.json()["model_version"] == version
 
     # Every unlabeled task carries one prediction of the new version, scored by its margin.
-    classifier = Classifier.load(current.path, version=version)
+    classifier = load_version(current, Settings(), dtype="float32")
     config = parse_label_config(LABEL_CONFIG)
     scores = {}
     for task in loop.ls.tasks.list(project=pid, fields="all", page_size=100):
@@ -185,7 +167,7 @@ def test_worker_killed_mid_training_keeps_the_previous_version(loop, project):
     while (Job.fetch(job_id, connection=redis).meta.get("step") or 0) < 2:
         assert time.time() < deadline, loop.worker_log
         time.sleep(0.5)
-    _kill_tree(loop.worker.pid)  # the worker and its work horse (RQ gives the horse a session of its own)
+    kill_tree(loop.worker.pid)  # the worker and its work horse (RQ gives the horse a session of its own)
     loop.worker.wait()
 
     registry = Registry(loop.model_dir)

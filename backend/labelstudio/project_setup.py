@@ -8,23 +8,18 @@ and the project's `model_version` set to the backend's (else uncertainty samplin
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import requests
 
-from .labels import parse_label_config
-from .labelstudio import _as_dict, model_version_counts
+from .client import as_dict, model_version_counts
+from .label_config import parse_label_config
 
 log = logging.getLogger(__name__)
 
 SOURCE_ID = "tweet_id"  # the CSV's id, kept in the task's data: how a second run knows what is imported
 MOST_UNCERTAIN = "Most uncertain first"
-DEMO = Path(__file__).resolve().parent / "demo"
-DEMO_TITLE = "Demo: tweets xenofobia"
-LABEL_CONFIG = Path(__file__).resolve().parents[1] / "label_config.xml"
 
 
 def uncertain_tab(threshold: float) -> str:
@@ -58,7 +53,7 @@ def setup_project(ls, *, title: str, label_config: str, rows: list[dict], backen
             ls.projects.update(id=project.id, label_config=label_config)
     report = SetupReport(project=project.id, created=existing is None)
 
-    seen = {str(_as_dict(t)["data"].get(SOURCE_ID)) for t in ls.tasks.list(project=project.id, fields="task_only",
+    seen = {str(as_dict(t)["data"].get(SOURCE_ID)) for t in ls.tasks.list(project=project.id, fields="task_only",
                                                                            page_size=1000)}
     tasks = []
     for number, row in enumerate(rows):
@@ -72,9 +67,7 @@ def setup_project(ls, *, title: str, label_config: str, rows: list[dict], backen
         if label:
             if label not in config.classes:
                 raise ValueError(f"row {source_id}: label {label!r} is not among {list(config.classes)}")
-            value = {"choices": [label]}
-            task["annotations"] = [{"result": [{"from_name": config.from_name, "to_name": config.to_name,
-                                                "type": "choices", "value": value}]}]
+            task["annotations"] = [{"result": [config.region(label)]}]
             report.annotated += 1
         tasks.append(task)
     if tasks:
@@ -89,7 +82,7 @@ def setup_project(ls, *, title: str, label_config: str, rows: list[dict], backen
         report.backend_connected = True
     ls.projects.update(id=project.id, sampling="Uncertainty sampling")
 
-    tabs = {(_as_dict(v).get("data") or {}).get("title") for v in ls.views.list(project=project.id)}
+    tabs = {(as_dict(v).get("data") or {}).get("title") for v in ls.views.list(project=project.id)}
     wanted = {
         MOST_UNCERTAIN: {"ordering": ["tasks:predictions_score"]},
         uncertain_tab(threshold): {"filters": {"conjunction": "and", "items": [
@@ -129,31 +122,3 @@ def request_training(backend_url: str, project: int, backend_auth: tuple | None 
                            "project": {"id": project}}, auth=backend_auth, headers=headers, timeout=10)
     answer.raise_for_status()
     return answer.json()
-
-
-def read_demo(name: str) -> list[dict]:
-    """The rows of one of the demo CSVs shipped with the package (tweets_labeled.csv, tweets_pool.csv)."""
-    with (DEMO / name).open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
-def demo_rows() -> list[dict]:
-    """The demo tweets: about 200 labeled (they bootstrap the first model) and 200 not."""
-    labeled = [{"id": f"labeled-{i}", **row} for i, row in enumerate(read_demo("tweets_labeled.csv"))]
-    pool = [{"id": f"pool-{row.get('id', i)}", "text": row["text"]}
-            for i, row in enumerate(read_demo("tweets_pool.csv"))]
-    return labeled + pool
-
-
-def setup_demo(ls, backend_url: str, *, label_config: str | None = None, backend_auth: tuple | None = None,
-               webhook_secret: str = "") -> SetupReport:
-    """The demo project of `make run` and of docker-compose's setup service. While the project has no model of
-    its own, it asks the backend to train one on the demo labels (the worker does it in the background)."""
-    config = label_config or LABEL_CONFIG.read_text(encoding="utf-8")
-    # No "Retrieve predictions" now: the untrained base model has none to give; the worker's re-scoring will.
-    report = setup_project(ls, title=DEMO_TITLE, label_config=config, rows=demo_rows(), backend_url=backend_url,
-                           retrieve=False, backend_auth=backend_auth)
-    if report.model_version is None:
-        request_training(backend_url, report.project, backend_auth, webhook_secret)
-        report.training_requested = True
-    return report

@@ -11,7 +11,7 @@ from redis import Redis
 from rq import Queue
 
 from backend.api import create_app
-from backend.loop import Decision, TrainingQueue, connect, training_queue
+from backend.retraining.policy import TRAIN_FUNC, Decision, RetrainPolicy, connect
 from backend.settings import Settings
 
 PROJECT = 7
@@ -23,11 +23,11 @@ def queue(redis_server):
 
 
 def _train_jobs(queue: Queue) -> list:
-    return [job for job in queue.get_jobs() if job.func_name == "backend.jobs.train_project"]
+    return [job for job in queue.get_jobs() if job.func_name == TRAIN_FUNC]
 
 
 def test_retrain_after_every_n_annotation_events(queue):
-    loop = TrainingQueue(queue, retrain_every=3)
+    loop = RetrainPolicy(queue, retrain_every=3)
     assert loop.on_event(PROJECT, "PROJECT_UPDATED")[0] is Decision.IGNORED
     assert loop.on_event(PROJECT, "ANNOTATION_CREATED")[0] is Decision.COUNTED
     assert loop.on_event(PROJECT, "ANNOTATION_UPDATED")[0] is Decision.COUNTED
@@ -41,7 +41,7 @@ def test_retrain_after_every_n_annotation_events(queue):
 
 
 def test_start_training_requests_at_once_and_projects_are_independent(queue):
-    loop = TrainingQueue(queue, retrain_every=100)
+    loop = RetrainPolicy(queue, retrain_every=100)
     assert loop.on_event(1, "START_TRAINING")[0] is Decision.QUEUED
     assert loop.on_event(2, "START_TRAINING")[0] is Decision.QUEUED
     assert sorted(job.kwargs["project"] for job in _train_jobs(queue)) == [1, 2]
@@ -63,7 +63,7 @@ def _concurrently(n: int, fn) -> list:
 
 
 def test_fifty_concurrent_requests_queue_one_run_and_one_follow_up(queue):
-    loop = TrainingQueue(queue, retrain_every=1)
+    loop = RetrainPolicy(queue, retrain_every=1)
     decisions = [d for d, _ in _concurrently(50, lambda: loop.on_event(PROJECT, "ANNOTATION_CREATED"))]
     assert decisions.count(Decision.QUEUED) == 1 and decisions.count(Decision.JOINED) == 49
     (job,) = _train_jobs(queue)
@@ -84,7 +84,7 @@ def test_fifty_concurrent_requests_queue_one_run_and_one_follow_up(queue):
 
 
 def test_a_run_without_new_requests_queues_nothing(queue):
-    loop = TrainingQueue(queue, retrain_every=1)
+    loop = RetrainPolicy(queue, retrain_every=1)
     _, job_id = loop.request(PROJECT)
     queue.empty()
     with loop.run(PROJECT, job_id):
@@ -93,12 +93,12 @@ def test_a_run_without_new_requests_queues_nothing(queue):
 
 
 def test_a_lost_queued_job_is_replaced(queue, monkeypatch):
-    loop = TrainingQueue(queue, retrain_every=1)
+    loop = RetrainPolicy(queue, retrain_every=1)
     _, lost = loop.request(PROJECT)
     queue.empty()  # deletes the job too
     # Within the grace period the job may still be on its way into RQ: join it.
     assert loop.request(PROJECT) == (Decision.JOINED, lost)
-    monkeypatch.setattr("backend.loop.ENQUEUE_GRACE_SECONDS", 0)
+    monkeypatch.setattr("backend.retraining.policy.ENQUEUE_GRACE_SECONDS", 0)
     decision, job_id = loop.request(PROJECT)
     assert decision is Decision.QUEUED and [j.id for j in _train_jobs(queue)] == [job_id]
 
@@ -109,8 +109,8 @@ def test_a_killed_runs_lease_expires(queue, redis_server, tmp_path):
         import time
         from redis import Redis
         from rq import Queue
-        from backend.loop import TrainingQueue
-        loop = TrainingQueue(Queue("test-al", connection=Redis.from_url({redis_server.url!r})), lease_seconds=1.5)
+        from backend.retraining.policy import RetrainPolicy
+        loop = RetrainPolicy(Queue("test-al", connection=Redis.from_url({redis_server.url!r})), lease_seconds=1.5)
         with loop.run({PROJECT}, "doomed") as holds:
             print("holding", holds, flush=True)
             time.sleep(600)
@@ -119,7 +119,7 @@ def test_a_killed_runs_lease_expires(queue, redis_server, tmp_path):
     try:
         assert proc.stdout.readline().strip() == "holding True"
         time.sleep(2)  # longer than the lease: the holder's renewals keep it alive
-        loop = TrainingQueue(queue, retrain_every=1)
+        loop = RetrainPolicy(queue, retrain_every=1)
         assert loop.request(PROJECT)[0] is Decision.FOLLOW_UP
     finally:
         proc.kill()
@@ -146,7 +146,7 @@ def test_webhooks_enqueue_training_through_the_app(trained_model_dir, redis_serv
     button = _webhook(client, "START_TRAINING")
     assert button.json == {"status": "joined", "action": "START_TRAINING", "project": PROJECT,
                            "job": second.json["job"]}
-    queue = training_queue(settings).queue
+    queue = RetrainPolicy.from_settings(settings).queue
     assert [j.id for j in _train_jobs(queue)] == [second.json["job"]]
     # The project id may also come from the annotation alone.
     bare = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "annotation": {"id": 3, "project": 9}})
@@ -162,7 +162,7 @@ def test_fifty_concurrent_webhooks_queue_one_job(trained_model_dir, redis_server
     assert all(a.status_code == 200 for a in answers)
     assert sorted(a.json["status"] for a in answers).count("queued") == 1
     assert len({a.json["job"] for a in answers}) == 1
-    assert len(_train_jobs(training_queue(settings).queue)) == 1
+    assert len(_train_jobs(RetrainPolicy.from_settings(settings).queue)) == 1
 
 
 def test_redis_down_answers_503_within_a_second_then_recovers(trained_model_dir, redis_server):

@@ -10,8 +10,8 @@ import time
 import pytest
 import requests
 
-from backend.stack import free_port
-from tests.conftest import ROOT, child_pids
+from backend.stack.processes import free_port
+from tests.helpers import ROOT, child_pids
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ def _project(url, token):
     return answer["results"] if isinstance(answer, dict) else answer
 
 
-def test_make_run_brings_up_the_demo_and_stops_cleanly(label_studio_bin, tmp_path):
+def test_make_run_brings_up_the_demo_and_stops_cleanly(label_studio_binary, tmp_path):
     ls_port, port, dashboard_port = free_port(), free_port(), free_port()
     url = f"http://127.0.0.1:{ls_port}"
     for attempt in (1, 2):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -19,20 +18,14 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .errors import BackendError
-from .labels import LabelConfig
-from .predictor import task_text
+from ..errors import BackendError, LabelStudioUnavailable
+from ..registry import VERSION_NAME
+from .label_config import LabelConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PAGE_SIZE = 1000
-# Model versions this backend names (registry.py); only these are ever deleted from a project.
-OUR_VERSION = re.compile(r"^(default|project[A-Za-z0-9_-]+)-v\d+$")
-
-
-class LabelStudioUnavailable(BackendError):
-    status = 503
 
 
 def _transient(exc: BaseException) -> bool:
@@ -46,7 +39,7 @@ def _filter(operator: str, value: int) -> str:
     return json.dumps({"filters": {"conjunction": "and", "items": items}})
 
 
-def _as_dict(item: Any) -> dict:
+def as_dict(item: Any) -> dict:
     return item if isinstance(item, dict) else item.model_dump()
 
 
@@ -89,7 +82,7 @@ class LabelStudioClient:
             ) from cause
 
     def label_config(self, project: int) -> str:
-        """The project's label config XML (parse it with labels.parse_label_config)."""
+        """The project's label config XML (parse it with label_config.parse_label_config)."""
         return self._call("reading the project", lambda: self.ls.projects.get(id=project)).label_config
 
     def _tasks(self, project: int, *, labeled: bool, fields: str) -> list[dict]:
@@ -97,7 +90,7 @@ class LabelStudioClient:
 
         def read_all() -> list[dict]:
             pager = self.ls.tasks.list(project=project, fields=fields, page_size=PAGE_SIZE, query=query)
-            return [_as_dict(task) for task in pager]  # items, not pages: iter_pages() raises after the last
+            return [as_dict(task) for task in pager]  # items, not pages: iter_pages() raises after the last
 
         return self._call("listing tasks", read_all)
 
@@ -106,7 +99,7 @@ class LabelStudioClient:
         texts, labels = [], []
         for task in self._tasks(project, labeled=True, fields="all"):
             label = latest_choice(task.get("annotations") or [], config)
-            text = task_text(task, config.data_key, max_chars=10**9)
+            text = config.text_of(task, max_chars=10**9)
             if label is not None and text is not None:
                 texts.append(text)
                 labels.append(label)
@@ -127,6 +120,10 @@ class LabelStudioClient:
     def model_versions(self, project: int) -> dict[str, int]:
         return self._call("listing model versions", lambda: model_version_counts(self.ls, project))
 
+    def our_old_versions(self, project: int, serving: str) -> list[str]:
+        """Model versions with predictions in the project that this backend named, other than `serving`."""
+        return [v for v in self.model_versions(project) if v != serving and VERSION_NAME.match(v)]
+
     def delete_predictions(self, project: int, version: str) -> None:
         def delete():
             answer = self.ls._client_wrapper.httpx_client.request(
@@ -145,13 +142,8 @@ def model_version_counts(ls: LabelStudio, project: int) -> dict[str, int]:
 
 def latest_choice(annotations: Iterable[Any], config: LabelConfig) -> str | None:
     """The class chosen in the newest annotation that was not skipped, or None (even when an older one chose)."""
-    usable = [a for a in map(_as_dict, annotations) if not a.get("was_cancelled")]
+    usable = [a for a in map(as_dict, annotations) if not a.get("was_cancelled")]
     if not usable:
         return None
     newest = max(usable, key=lambda a: (str(a.get("updated_at") or ""), a.get("id") or 0))
-    for item in newest.get("result") or []:
-        if item.get("from_name") == config.from_name and item.get("type") == "choices":
-            choices = (item.get("value") or {}).get("choices") or []
-            if len(choices) == 1 and choices[0] in config.classes:
-                return choices[0]
-    return None
+    return config.choice_in(newest.get("result") or [])

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import requests
 
-from backend.labels import parse_label_config
-from backend.model import Classifier
-from backend.predictor import class_probabilities
+from backend.labelstudio.label_config import parse_label_config
+from backend.models.loader import load_version
+from backend.predictions import class_probabilities
 from backend.registry import Registry
-from tests.conftest import LABEL_CONFIG, read_demo
+from backend.settings import Settings
+from tests.helpers import LABEL_CONFIG, read_demo
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +41,7 @@ def test_predictions_and_uncertainty_sampling_in_label_studio(label_studio, back
     assert len(tasks) == len(texts)
 
     version = Registry(trained_model_dir).current("default")
-    classifier = Classifier.load(version.path, version=version.name)
+    classifier = load_version(version, Settings(), dtype="float32")
     config = parse_label_config(LABEL_CONFIG)
     scores = {}
     for task in tasks:
@@ -68,7 +69,7 @@ def test_predictions_and_uncertainty_sampling_in_label_studio(label_studio, back
 def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, backend_url, trained_model_dir):
     from label_studio_sdk import LabelStudio
 
-    from backend.project_setup import MOST_UNCERTAIN, setup_project, uncertain_tab
+    from backend.labelstudio.project_setup import MOST_UNCERTAIN, setup_project, uncertain_tab
 
     url, token = label_studio
     ls = LabelStudio(base_url=url, api_key=token)
@@ -108,8 +109,8 @@ def test_export_matches_the_predictions_in_label_studio(label_studio, backend_ur
 
     from label_studio_sdk import LabelStudio
 
-    from backend.project_setup import setup_project
-    from backend.scoring import export_project
+    from backend.labelstudio.project_setup import setup_project
+    from backend.export import export_project
     from backend.settings import Settings
 
     url, token = label_studio
@@ -149,7 +150,7 @@ def test_setup_and_export_work_with_a_personal_access_token(stack, tmp_path):
 
     from label_studio_sdk import LabelStudio
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     pat = LabelStudio(base_url=stack.ls_url, api_key=stack.token).tokens.create().token
     assert pat.count(".") == 2 and pat != stack.token  # a JWT, not the legacy token
@@ -180,8 +181,8 @@ def test_a_backend_behind_basic_auth_is_connected_with_its_credentials(stack, tm
     """With BASIC_AUTH_USER/PASS set, setup-project gives Label Studio the credentials, and predictions flow."""
     from label_studio_sdk import LabelStudio
 
-    from backend.project_setup import setup_project
-    from backend.stack import free_port, start_backend, stop
+    from backend.labelstudio.project_setup import setup_project
+    from backend.stack.processes import free_port, start_backend, stop
 
     auth = ("annotators", "s3cret-pass")
     env = {**stack.env, "BASIC_AUTH_USER": auth[0], "BASIC_AUTH_PASS": auth[1]}

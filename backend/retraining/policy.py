@@ -28,13 +28,13 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from .settings import Settings
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
 TRAIN_ACTION = "START_TRAINING"
-TRAIN_FUNC = "backend.jobs.train_project"
+TRAIN_FUNC = "backend.retraining.jobs.train_project"
 
 
 class Decision(str, enum.Enum):
@@ -89,7 +89,7 @@ return redis.call('DEL', KEYS[2])
 """
 
 
-class TrainingQueue:
+class RetrainPolicy:
     """The retraining policy over one Redis connection and one RQ queue."""
 
     def __init__(self, queue: Queue, *, retrain_every: int = 10, lease_seconds: float = 60, job_timeout: int = 3600):
@@ -104,6 +104,12 @@ class TrainingQueue:
         self._renew = self.redis.register_script(_RENEW)
         self._end = self.redis.register_script(_END)
         self._forget = self.redis.register_script(_FORGET)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, connection: Redis | None = None) -> RetrainPolicy:
+        queue = Queue(settings.rq_queue, connection=connection or connect(settings))
+        return cls(queue, retrain_every=settings.retrain_every, lease_seconds=settings.training_lease_seconds,
+                   job_timeout=settings.train_timeout)
 
     def on_event(self, project: int, action: str, count: int = 1) -> tuple[Decision, str | None]:
         """Count annotation events; request training at RETRAIN_EVERY of them, or at once on START_TRAINING."""
@@ -190,9 +196,3 @@ def connect(settings: Settings, *, fail_fast: bool = False) -> Redis:
         return Redis.from_url(settings.redis_url, socket_connect_timeout=0.3, socket_timeout=0.5,
                               retry=Retry(NoBackoff(), 0))
     return Redis.from_url(settings.redis_url)
-
-
-def training_queue(settings: Settings, connection: Redis | None = None) -> TrainingQueue:
-    queue = Queue(settings.rq_queue, connection=connection or connect(settings))
-    return TrainingQueue(queue, retrain_every=settings.retrain_every,
-                         lease_seconds=settings.training_lease_seconds, job_timeout=settings.train_timeout)

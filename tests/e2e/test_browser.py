@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from backend.labels import parse_label_config
-from backend.project_setup import MOST_UNCERTAIN, setup_project
-from tests.conftest import LABEL_CONFIG, ROOT, read_demo
+from backend.labelstudio.label_config import parse_label_config
+from backend.labelstudio.project_setup import MOST_UNCERTAIN, setup_project
+from tests.helpers import LABEL_CONFIG, ROOT, read_demo
 
 pytestmark = pytest.mark.e2e
 

@@ -1,0 +1,56 @@
+"""Tasks in, one prediction slot per task out: model -> probabilities -> uncertainty -> the /predict answer.
+
+Used by /predict and by the re-scoring jobs, so both answer the same. Label Studio keeps `result`, `score`
+and `model_version` of each entry; an empty list in a task's slot means "no prediction for this task": it
+keeps the results aligned with the tasks and stores nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import uncertainty
+from .labelstudio.label_config import LabelConfig
+from .models.base import TextClassifier
+
+log = logging.getLogger(__name__)
+
+NO_PREDICTION: list = []
+
+
+def class_probabilities(classifier: TextClassifier, config: LabelConfig, texts: Sequence[str], **kw) -> np.ndarray:
+    """Probabilities with columns in the order of `config.classes`."""
+    probs = classifier.predict_proba(texts, **kw)
+    columns = [classifier.labels.index(name) for name in config.classes]
+    return probs[:, columns]
+
+
+def prediction(config: LabelConfig, label: str, score: float, model_version: str) -> dict:
+    return {"result": [config.region(label)], "score": float(score), "model_version": model_version}
+
+
+def answer(results: list, model_version: str) -> dict:
+    """The body of a /predict answer."""
+    return {"results": results, "model_version": model_version}
+
+
+def predict_tasks(
+    classifier: TextClassifier, config: LabelConfig, tasks: Sequence[Any], *, strategy: str, max_chars: int
+) -> list:
+    if not classifier.serves(config.classes):
+        reason = "is not trained" if not classifier.trained else f"knows {list(classifier.labels)}"
+        log.info("model %s %s; the project asks for %s: no predictions", classifier.version, reason, list(config.classes))
+        return [NO_PREDICTION for _ in tasks]
+
+    texts = [config.text_of(task, max_chars) for task in tasks]
+    slots = [i for i, text in enumerate(texts) if text is not None]
+    probs = class_probabilities(classifier, config, [texts[i] for i in slots])
+    scores = uncertainty.score(probs, strategy)
+    results: list = [NO_PREDICTION for _ in tasks]
+    for row, slot in enumerate(slots):
+        label = config.classes[int(probs[row].argmax())]
+        results[slot] = prediction(config, label, scores[row], classifier.version)
+    return results

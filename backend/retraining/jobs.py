@@ -1,0 +1,170 @@
+"""RQ jobs of the retraining loop: plain functions taking only JSON-serializable arguments.
+
+    train_project(project)                   labels from Label Studio -> fine-tune -> promote -> enqueue re-scoring
+    score_chunk(project, version, tasks)     one chunk of unlabeled tasks -> predictions of `version`, in bulk
+    finish_rescoring(project, version)       after every chunk: the project's model_version -> `version`,
+                                             predictions of older versions of ours deleted
+
+A job reads its configuration from the environment (Settings) like the server, so the worker and the server
+agree on MODEL_DIR, REDIS_URL and LABEL_STUDIO_URL. A worker killed at any point leaves the previous version
+serving: promotion is the registry's atomic rename, and the project's model_version moves only after every
+chunk has been written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+import torch
+from rq import Queue, get_current_job
+from transformers import TrainerCallback
+
+from ..labelstudio.client import LabelStudioClient
+from ..labelstudio.label_config import parse_label_config
+from ..models.base import label_shortfall
+from ..models.finetune import TrainConfig
+from ..models.loader import load_version
+from ..models.training import train_version
+from ..predictions import NO_PREDICTION, predict_tasks
+from ..registry import Registry, Version, scope_of
+from ..settings import Settings
+from .policy import RetrainPolicy
+
+log = logging.getLogger(__name__)
+
+
+def _progress(**meta) -> None:
+    """Job meta (stage, step, labels used) for rq info / rq-dashboard / the tests."""
+    job = get_current_job()
+    if job is not None:
+        job.meta.update(meta, updated_at=time.time())
+        job.save_meta()
+    log.info("progress: %s", meta)
+
+
+class _JobProgress(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % 5 == 0 or state.global_step == state.max_steps:
+            _progress(stage="training", step=state.global_step, max_steps=state.max_steps)
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    return settings
+
+
+def train_project(project: int) -> dict:
+    settings = _settings()
+    job = get_current_job()
+    policy = RetrainPolicy.from_settings(settings, job.connection)
+    with policy.run(project, job.id) as holds_lease:
+        if not holds_lease:
+            log.info("project %s: another training run is in progress; it will run once more after it", project)
+            return {"status": "deferred"}
+        return _train(project, settings, policy.queue)
+
+
+def _train(project: int, settings: Settings, queue: Queue) -> dict:
+    started = time.time()
+    _progress(stage="reading labels")
+    client = LabelStudioClient.from_settings(settings)
+    xml = client.label_config(project)
+    config = parse_label_config(xml)
+    texts, labels = client.labeled(project, config)
+    counts = Counter(labels)
+    read_seconds = time.time() - started
+    if label_shortfall(labels, config.classes, settings.min_labels_per_class):
+        log.info("project %s: cold start, %s labels; every class needs %d before the first training", project,
+                 dict(counts), settings.min_labels_per_class)
+        _progress(stage="waiting for labels", labels=len(labels), label_counts=dict(counts))
+        return {"status": "cold_start", "label_counts": dict(counts), "needed_per_class": settings.min_labels_per_class}
+
+    registry = Registry(settings.model_dir)
+    scope = scope_of(project)
+    serving = registry.resolve(project)
+    same_classes = serving is not None and sorted(serving.metadata.get("classes", [])) == sorted(config.classes)
+    warm = settings.warm_start and same_classes
+    _progress(stage="training", labels=len(labels), warm_start=warm, base=serving.name if warm else settings.model_name)
+    version = train_version(
+        texts, labels, config.classes,
+        base_model=str(serving.path) if warm else settings.model_name,
+        registry=registry, scope=scope, config=TrainConfig.from_settings(settings, warm=warm, progress=False),
+        parent=serving.name if serving else None, callbacks=[_JobProgress()],
+    )
+    pruned = registry.prune(scope, keep=settings.keep_versions)
+    chunks = enqueue_rescoring(project, version.name, settings, queue, client=client, xml=xml)
+    result = {
+        "status": "promoted", "version": version.name, "labels": len(labels), "label_counts": dict(counts),
+        "warm_start": warm, "metrics": version.metadata.get("metrics"), "pruned": pruned,
+        "rescoring_chunks": chunks, "read_seconds": round(read_seconds, 2),
+        "train_seconds": version.metadata.get("train_seconds"), "seconds": round(time.time() - started, 2),
+    }
+    _progress(stage="promoted", version=version.name, labels=len(labels))
+    log.info("project %s: %s", project, result)
+    return result
+
+
+def enqueue_rescoring(project: int, version: str, settings: Settings, queue: Queue, *,
+                      client: LabelStudioClient | None = None, xml: str | None = None) -> int:
+    """Split the unlabeled tasks into chunk jobs and a final job that runs when all of them succeeded."""
+    client = client or LabelStudioClient.from_settings(settings)
+    xml = xml or client.label_config(project)
+    config = parse_label_config(xml)
+    tasks = client.unlabeled(project, config)
+    size = settings.rescore_chunk
+    chunk_jobs = [
+        queue.enqueue_call(score_chunk, timeout=settings.train_timeout,
+                           description=f"score {len(part)} tasks of project {project} with {version}",
+                           kwargs={"project": project, "version": version, "label_config": xml,
+                                   "tasks": [[t.id, t.text] for t in part]})
+        for part in (tasks[i:i + size] for i in range(0, len(tasks), size))
+    ]
+    queue.enqueue_call(finish_rescoring, kwargs={"project": project, "version": version},
+                       depends_on=chunk_jobs or None, description=f"switch project {project} to {version}")
+    _progress(stage="re-scoring enqueued", version=version, unlabeled=len(tasks), chunks=len(chunk_jobs))
+    return len(chunk_jobs)
+
+
+def _serving(project: int, version: str, settings: Settings) -> Version | None:
+    """The registry's version `version` if it still serves the project; None once a newer one was promoted."""
+    serving = Registry(settings.model_dir).resolve(project)
+    return serving if serving is not None and serving.name == version else None
+
+
+def score_chunk(project: int, version: str, label_config: str, tasks: list[list]) -> dict:
+    settings = _settings()
+    serving = _serving(project, version, settings)
+    if serving is None:
+        return {"status": "superseded", "version": version}
+    started = time.time()
+    config = parse_label_config(label_config)
+    classifier = load_version(serving, settings)
+    _progress(stage="scoring", version=version, tasks=len(tasks))
+    results = predict_tasks(classifier, config, [{"id": i, "data": {config.data_key: text}} for i, text in tasks],
+                            strategy=settings.uncertainty, max_chars=settings.max_text_chars)
+    predictions = [{"task": task_id, **result} for (task_id, _), result in zip(tasks, results)
+                   if result is not NO_PREDICTION]
+    scored = time.time() - started
+    LabelStudioClient.from_settings(settings).write_predictions(project, predictions)
+    return {"status": "written", "version": version, "predictions": len(predictions),
+            "score_seconds": round(scored, 2), "seconds": round(time.time() - started, 2)}
+
+
+def finish_rescoring(project: int, version: str) -> dict:
+    settings = _settings()
+    client = LabelStudioClient.from_settings(settings)
+    if _serving(project, version, settings) is None:
+        # A newer version was promoted meanwhile; its own final job switches the project.
+        client.delete_predictions(project, version)
+        return {"status": "superseded", "version": version}
+    client.set_model_version(project, version)
+    # Label Studio keeps the predictions of the serving version only (docs/active-learning.md says why).
+    old = client.our_old_versions(project, version)
+    for name in old:
+        client.delete_predictions(project, name)
+    _progress(stage="done", version=version, deleted_versions=old)
+    return {"status": "switched", "version": version, "deleted_versions": old}

@@ -1,0 +1,48 @@
+"""What several tests share: paths, the project's label config, the demo tweets, process helpers."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from backend.labelstudio.label_config import default_label_config, parse_label_config
+from backend.stack.demo import DEMO, read_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+LABEL_CONFIG = default_label_config()
+CONFIG = parse_label_config(LABEL_CONFIG)
+
+__all__ = ["CONFIG", "DEMO", "LABEL_CONFIG", "ROOT", "child_pids", "kill_tree", "pool_texts", "read_demo"]
+
+
+def pool_texts(n: int | None = None) -> list[str]:
+    """The demo pool's tweets (about 200), or the first `n`."""
+    return [r["text"] for r in read_demo("tweets_pool.csv")[:n]]
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, read from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and its descendants, as the OOM killer or a lost machine would: no cleanup runs."""
+    doomed, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        doomed.append(current)
+        todo += child_pids(current)
+    for victim in doomed:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
