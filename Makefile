@@ -6,7 +6,7 @@ LS_VENV ?= .venv-ls
 LABEL_STUDIO_VERSION ?= 1.23.2
 PY := $(VENV)/bin/python
 
-.PHONY: install system-deps test run serve worker benchmark clean
+.PHONY: install system-deps check test run serve worker benchmark clean
 
 install: $(VENV)/.installed $(LS_VENV)/.installed
 
@@ -33,6 +33,14 @@ system-deps:
 		|| { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; }; \
 	fi
 
+# Lint, format, types and the tests not marked e2e: seconds on a warm install; run it often.
+check: $(VENV)/.installed
+	$(VENV)/bin/ruff check backend tests scripts
+	$(VENV)/bin/ruff format --check backend tests scripts
+	$(VENV)/bin/mypy
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not e2e" -q $(PYTEST_ARGS)
+
+# Everything, the end-to-end tests (a real Label Studio, Chromium, docker-compose) included.
 test: install
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 

@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 OPEN_ROUTES = {"health", "webhook"}
 # The errors a request can cause and their statuses; any other error is ours: 500, traceback in the log.
 STATUS: dict[type[BackendError], int] = {
-    LabelConfigError: 422, BadRequest: 400, NoTrainedModel: 409, LabelStudioUnavailable: 503,
+    LabelConfigError: 422,
+    BadRequest: 400,
+    NoTrainedModel: 409,
+    LabelStudioUnavailable: 503,
 }
 
 
@@ -44,7 +47,7 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(settings.max_body_mb * 1024 * 1024)
     app.extensions["model_store"] = store
-    serving = {"version": None}
+    serving: dict[str, str | None] = {"version": None}
 
     @app.before_request
     def _start():
@@ -52,7 +55,7 @@ def create_app(
         if settings.basic_auth and request.endpoint not in OPEN_ROUTES:
             auth = request.authorization
             given = (auth.username or "", auth.password or "") if auth and auth.type == "basic" else ("", "")
-            if not all(hmac.compare_digest(a, b) for a, b in zip(given, settings.basic_auth)):
+            if not all(hmac.compare_digest(a, b) for a, b in zip(given, settings.basic_auth, strict=True)):
                 return _error("authentication required", 401, {"WWW-Authenticate": 'Basic realm="ml-backend"'})
 
     @app.after_request
@@ -121,8 +124,11 @@ def create_app(
             decision, job = policy.on_event(project, action, count)
         except RedisError as exc:
             log.error("webhook %s for project %s not queued, Redis unreachable: %s", action, project, exc)
-            return _error("Redis (REDIS_URL) is unreachable: the event was not queued; the next annotation "
-                          "or Start Training catches up", 503)
+            return _error(
+                "Redis (REDIS_URL) is unreachable: the event was not queued; the next annotation "
+                "or Start Training catches up",
+                503,
+            )
         metrics.WEBHOOKS.labels(action, decision.value).inc()
         answer = {"status": decision.value, "action": action, "project": project}
         return jsonify({**answer, "job": job} if job else answer)

@@ -22,8 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
 
-    train = commands.add_parser("train", help="fine-tune on a labeled CSV (text,label) and store a version, with "
-                                "the worker's recipe (TRAIN_EPOCHS, TRAIN_LEARNING_RATE, TRAIN_MIN_STEPS)")
+    train = commands.add_parser(
+        "train",
+        help="fine-tune on a labeled CSV (text,label) and store a version, with "
+        "the worker's recipe (TRAIN_EPOCHS, TRAIN_LEARNING_RATE, TRAIN_MIN_STEPS)",
+    )
     train.add_argument("--csv", required=True, type=Path)
     train.add_argument("--project", help="Label Studio project id (default: the version every project uses)")
     train.add_argument("--base-model", help="model to fine-tune (default: MODEL_NAME)")
@@ -49,20 +52,26 @@ def main(argv: list[str] | None = None) -> None:
     rollback.add_argument("--to", required=True, dest="version", help="version name, as `versions` lists it")
     rollback.add_argument("--no-rescore", action="store_true", help="do not enqueue the re-scoring in Label Studio")
 
-    setup = commands.add_parser("setup-project", help="create or update a Label Studio project for the loop "
-                                "(idempotent)")
+    setup = commands.add_parser(
+        "setup-project", help="create or update a Label Studio project for the loop (idempotent)"
+    )
     source = setup.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", type=Path, help="tweets: id,text[,label] (labels become annotations)")
-    source.add_argument("--demo", action="store_true", help="the demo project of `make run`: the shipped demo "
-                        "tweets, and a first model trained on their labels")
+    source.add_argument(
+        "--demo",
+        action="store_true",
+        help="the demo project of `make run`: the shipped demo tweets, and a first model trained on their labels",
+    )
     setup.add_argument("--title", default="Tweets: xenofobia")
     setup.add_argument("--label-config", type=Path, help="default: the label_config.xml shipped with the backend")
     setup.add_argument("--backend-url", default="http://localhost:9090", help="the backend as Label Studio reaches it")
     setup.add_argument("--threshold", type=float, default=0.3, help="margin of the 'Uncertain' tab")
     setup.add_argument("--no-retrieve", action="store_true", help="do not ask the backend for predictions now")
 
-    commands.add_parser("run", help="the whole stack locally (Redis, Label Studio, backend, worker) with a demo "
-                        "project; Ctrl-C stops it")
+    commands.add_parser(
+        "run",
+        help="the whole stack locally (Redis, Label Studio, backend, worker) with a demo project; Ctrl-C stops it",
+    )
 
     worker = commands.add_parser("worker", help="run an RQ worker for the retraining and re-scoring jobs")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
@@ -74,9 +83,17 @@ def main(argv: list[str] | None = None) -> None:
     from .errors import BackendError
 
     try:
-        handlers = {"serve": _serve, "worker": _worker, "train": _train, "predict": _predict,
-                    "versions": _versions, "rollback": _rollback, "setup-project": _setup_project,
-                    "export": _export, "run": _run}
+        handlers = {
+            "serve": _serve,
+            "worker": _worker,
+            "train": _train,
+            "predict": _predict,
+            "versions": _versions,
+            "rollback": _rollback,
+            "setup-project": _setup_project,
+            "export": _export,
+            "run": _run,
+        }
         handlers[args.command](args, settings)
     except (FileNotFoundError, ValueError, BackendError) as exc:  # the user's input: a message, no traceback
         sys.exit(f"error: {exc}")
@@ -116,8 +133,10 @@ def _rollback(args, settings: Settings) -> None:
     try:
         enqueue_rescoring(int(scope), args.version, settings, RetrainPolicy.from_settings(settings).queue)
     except RedisError as exc:
-        sys.exit(f"error: could not enqueue the re-scoring, Redis unreachable ({exc}); "
-                 f"press Start Training in Label Studio later, or run rollback again")
+        sys.exit(
+            f"error: could not enqueue the re-scoring, Redis unreachable ({exc}); "
+            f"press Start Training in Label Studio later, or run rollback again"
+        )
     print(f"re-scoring of project {scope}'s unlabeled tasks with {args.version} enqueued")
 
 
@@ -134,20 +153,32 @@ def _setup_project(args, settings: Settings) -> None:
     ls = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key)
     label_config = args.label_config.read_text(encoding="utf-8") if args.label_config else default_label_config()
     if args.demo:
-        report = setup_demo(ls, args.backend_url, label_config=label_config, backend_auth=settings.basic_auth,
-                            webhook_secret=settings.webhook_secret)
+        report = setup_demo(
+            ls,
+            args.backend_url,
+            label_config=label_config,
+            backend_auth=settings.basic_auth,
+            webhook_secret=settings.webhook_secret,
+        )
     else:
         report = setup_project(
-            ls, title=args.title, label_config=label_config, rows=read_csv(args.csv, ["text"]),
-            backend_url=args.backend_url, threshold=args.threshold, retrieve=not args.no_retrieve,
+            ls,
+            title=args.title,
+            label_config=label_config,
+            rows=read_csv(args.csv, ["text"]),
+            backend_url=args.backend_url,
+            threshold=args.threshold,
+            retrieve=not args.no_retrieve,
             backend_auth=settings.basic_auth,
         )
     if report.training_requested:
         print(f"project {report.project}: training of a first model on its labels queued (see the worker's log)")
-    print(f"project {report.project} at {settings.label_studio_url}/projects/{report.project}: "
-          f"{'created' if report.created else 'updated'}; {report.imported} tweets imported "
-          f"({report.annotated} with labels), {report.already_there} already there; "
-          f"tabs added: {report.tabs_created or 'none'}; model_version: {report.model_version or 'not set yet'}")
+    print(
+        f"project {report.project} at {settings.label_studio_url}/projects/{report.project}: "
+        f"{'created' if report.created else 'updated'}; {report.imported} tweets imported "
+        f"({report.annotated} with labels), {report.already_there} already there; "
+        f"tabs added: {report.tabs_created or 'none'}; model_version: {report.model_version or 'not set yet'}"
+    )
 
 
 def _train(args, settings: Settings) -> None:
@@ -157,8 +188,9 @@ def _train(args, settings: Settings) -> None:
     from .tables import read_csv
 
     rows = [r for r in read_csv(args.csv, ["text", "label"]) if r["label"].strip()]
-    config = TrainConfig.from_settings(settings, warm=False, epochs=args.epochs, learning_rate=args.learning_rate,
-                                       eval_fraction=args.eval_fraction)
+    config = TrainConfig.from_settings(
+        settings, warm=False, epochs=args.epochs, learning_rate=args.learning_rate, eval_fraction=args.eval_fraction
+    )
     version = train_version(
         [r["text"] for r in rows],
         [r["label"].strip() for r in rows],
@@ -205,5 +237,7 @@ def _versions(args, settings: Settings) -> None:
             meta = version.metadata
             f1 = meta.get("metrics", {}).get("f1_macro")
             mark = "*" if current and current.name == version.name else " "
-            print(f"{mark} {scope:>8} {version.name:<20} labels={meta.get('labels_used', '?'):<6} "
-                  f"f1_macro={f1 if f1 is None else round(f1, 3)}  {meta.get('created_at', '')}")
+            print(
+                f"{mark} {scope:>8} {version.name:<20} labels={meta.get('labels_used', '?'):<6} "
+                f"f1_macro={f1 if f1 is None else round(f1, 3)}  {meta.get('created_at', '')}"
+            )

@@ -18,8 +18,9 @@ from .settings import Settings
 from .tables import read_csv, write_table
 
 
-def score_rows(rows: list[dict], settings: Settings, *, project: str | int | None = None,
-               threshold: float | None = None) -> tuple[list[dict], list[str]]:
+def score_rows(
+    rows: list[dict], settings: Settings, *, project: str | int | None = None, threshold: float | None = None
+) -> tuple[list[dict], list[str]]:
     """rows (`id`, `text`) -> (table, its columns): id, text, p_<class>..., margin[, <strategy>], label; most
     uncertain first; only rows whose score is <= threshold when given."""
     classifier = ModelStore(settings).get(project)
@@ -34,14 +35,16 @@ def score_rows(rows: list[dict], settings: Settings, *, project: str | int | Non
     for i in np.argsort(scores, kind="stable"):
         if threshold is not None and scores[i] > threshold:
             continue
-        table.append({
-            "id": rows[i].get("id", int(i)),
-            "text": rows[i]["text"],
-            **{f"p_{c}": round(float(p), 6) for c, p in zip(classifier.labels, probs[i])},
-            "margin": round(float(margins[i]), 6),
-            **{name: round(float(scores[i]), 6) for name in extra},
-            "label": classifier.labels[int(probs[i].argmax())],
-        })
+        table.append(
+            {
+                "id": rows[i].get("id", int(i)),
+                "text": rows[i]["text"],
+                **{f"p_{c}": round(float(p), 6) for c, p in zip(classifier.labels, probs[i], strict=True)},
+                "margin": round(float(margins[i]), 6),
+                **{name: round(float(scores[i]), 6) for name in extra},
+                "label": classifier.labels[int(probs[i].argmax())],
+            }
+        )
     return table, ["id", "text", *[f"p_{c}" for c in classifier.labels], "margin", *extra, "label"]
 
 

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 REQUESTS = Counter("ml_backend_requests_total", "HTTP requests answered", ["route", "method", "status"])
 LATENCY = Histogram(
@@ -22,7 +29,10 @@ PREDICTIONS = Counter("ml_backend_predictions_total", "Pre-annotations served", 
 TASKS_WITHOUT_PREDICTION = Counter("ml_backend_tasks_without_prediction_total", "Tasks answered with an empty slot")
 WEBHOOKS = Counter("ml_backend_webhooks_total", "Webhook events and what the loop decided", ["action", "decision"])
 MODEL_VERSION = Gauge(
-    "ml_backend_model_version", "1 for the model version a worker serves", ["model_version"], multiprocess_mode="livemax"
+    "ml_backend_model_version",
+    "1 for the model version a worker serves",
+    ["model_version"],
+    multiprocess_mode="livemax",
 )
 
 

@@ -8,7 +8,8 @@ keeps the results aligned with the tasks and stores nothing.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,12 +43,14 @@ def predict_tasks(
 ) -> list:
     if not classifier.serves(config.classes):
         reason = "is not trained" if not classifier.trained else f"knows {list(classifier.labels)}"
-        log.info("model %s %s; the project asks for %s: no predictions", classifier.version, reason, list(config.classes))
+        log.info(
+            "model %s %s; the project asks for %s: no predictions", classifier.version, reason, list(config.classes)
+        )
         return [NO_PREDICTION for _ in tasks]
 
     texts = [config.text_of(task, max_chars) for task in tasks]
     slots = [i for i, text in enumerate(texts) if text is not None]
-    probs = class_probabilities(classifier, config, [texts[i] for i in slots])
+    probs = class_probabilities(classifier, config, [text for text in texts if text is not None])
     scores = uncertainty.score(probs, strategy)
     results: list = [NO_PREDICTION for _ in tasks]
     for row, slot in enumerate(slots):

@@ -17,10 +17,11 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,11 @@ class Registry:
         """Save a fitted classifier of any kind as the scope's next version and make it CURRENT."""
         with self.stage(scope) as staged:
             classifier.save(staged)
-            meta = {"kind": classifier.kind, **metadata,
-                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            meta = {
+                "kind": classifier.kind,
+                **metadata,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
             version = self.promote(scope, staged, meta)
         log.info("promoted %s (%s)", version.name, version.path)
         return version

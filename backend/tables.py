@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def read_csv(path: Path, required: Sequence[str] = ("text",)) -> list[dict]:

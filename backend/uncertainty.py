@@ -7,7 +7,7 @@ Every score is oriented the same way: ascending order = most uncertain first, so
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

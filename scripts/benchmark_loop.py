@@ -1,4 +1,5 @@
-"""Benchmark of the retraining loop against a real Label Studio, Redis and RQ workers started here.
+"""Benchmark of the retraining loop against a real Label Studio, Redis and RQ workers started here: the stack of
+`make run` and the e2e tests (backend.stack.launcher.LocalStack), on free ports in a temporary folder.
 
     .venv/bin/python scripts/benchmark_loop.py [--labeled 1000] [--unlabeled 2000] [--workers 1,2]
 
@@ -8,14 +9,13 @@
    annotation made through Label Studio's API triggers a retrain (RETRAIN_EVERY=1), and the clock stops when
    every unlabeled task carries a prediction of the new version and the project uses it.
    Where the time goes comes from the jobs' own results (reading labels, training, scoring, writing).
-Prints figures; they are written down in docs/benchmarks.md.
+Prints figures; they are written down in docs/benchmarks.md. --webhook-only: only Redis and the backend.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import csv
 import os
 import secrets
 import signal
@@ -28,29 +28,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from backend.loop import connect  # noqa: E402
+from backend.labelstudio.label_config import default_label_config, parse_label_config  # noqa: E402
+from backend.retraining.policy import connect  # noqa: E402
 from backend.settings import Settings  # noqa: E402
-from backend.stack import RedisServer, free_port, start_backend, start_label_studio, start_worker, stop  # noqa: E402
+from backend.stack.demo import DEMO  # noqa: E402
+from backend.stack.launcher import LocalStack, label_studio_bin  # noqa: E402
+from backend.stack.processes import RedisServer, free_port, start_backend, stop  # noqa: E402
+from backend.tables import read_csv  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
-DEMO = ROOT / "backend" / "demo"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+LABELS = parse_label_config(default_label_config())
 
 
-def read(name: str) -> list[dict]:
-    path = SHARED / name if (SHARED / name).exists() else DEMO / name
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+def read(name: str, required: list[str]) -> list[dict]:
+    return read_csv(SHARED / name if (SHARED / name).exists() else DEMO / name, required)
 
 
 def cycle(rows: list, n: int) -> list:
     return [rows[i % len(rows)] for i in range(n)]
-
-
-def choice(label: str) -> list:
-    return [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
 
 
 def pct(values, q) -> float:
@@ -85,12 +80,12 @@ def wait_switch(ls, project: int, version: str, workers: list, timeout: float = 
     raise TimeoutError(f"project never switched to {version}")
 
 
-def job_breakdown(redis, since: float) -> dict:
+def job_breakdown(redis, queue_name: str, since: float) -> dict:
     """Sum of what the finished jobs of this round report, by kind."""
     from rq import Queue
     from rq.registry import FinishedJobRegistry
 
-    queue = Queue(Settings().rq_queue, connection=redis)
+    queue = Queue(queue_name, connection=redis)
     totals = {"read": 0.0, "train": 0.0, "score": 0.0, "chunk_total": 0.0, "chunks": 0}
     for job in queue.job_class.fetch_many(FinishedJobRegistry(queue=queue).get_job_ids(), connection=redis):
         if job is None or not job.ended_at or job.ended_at.timestamp() < since:
@@ -116,8 +111,10 @@ def webhook_only() -> None:
             proc, backend = start_backend({**env, **overrides}, free_port(), work / "backend.log")
             try:
                 p50, p99 = webhook_latency(backend)
-                print(f"webhook latency, 50 concurrent posts x4, WORKERS={workers} RETRAIN_EVERY={every}: "
-                      f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+                print(
+                    f"webhook latency, 50 concurrent posts x4, WORKERS={workers} RETRAIN_EVERY={every}: "
+                    f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+                )
             finally:
                 stop(proc)
     finally:
@@ -129,7 +126,7 @@ def main() -> None:
     parser.add_argument("--labeled", type=int, default=1000)
     parser.add_argument("--unlabeled", type=int, default=2000)
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--label-studio", default=str(ROOT / ".venv-ls" / "bin" / "label-studio"))
+    parser.add_argument("--label-studio", default=label_studio_bin())
     parser.add_argument("--webhook-only", action="store_true", help="only Redis and the backend: webhook latency")
     args = parser.parse_args()
     # `timeout` and Ctrl-C must still stop the processes started here (the finally blocks).
@@ -137,69 +134,80 @@ def main() -> None:
     if args.webhook_only:
         return webhook_only()
     from label_studio_sdk import LabelStudio
+    from rq import Queue
 
-    work = Path(tempfile.mkdtemp(prefix="bench-loop-"))
-    token = secrets.token_hex(20)
-    redis_server = RedisServer(work).start()
-    ls_proc, ls_url = start_label_studio(args.label_studio, work, free_port(), username="bench@example.com",
-                                         password="bench-pass-123", token=token)
-    env = {"MODEL_DIR": str(work / "models"), "REDIS_URL": redis_server.url, "LABEL_STUDIO_URL": ls_url,
-           "LABEL_STUDIO_API_KEY": token, "RETRAIN_EVERY": "1", "HF_HUB_OFFLINE": "1"}
-    os.environ.update(env)
-    backend_proc, backend = start_backend(env, free_port(), work / "backend.log")
-    workers = [start_worker(env, work / "worker-1.log")]
-    redis = connect(Settings())
+    # The stack of `make run` and the e2e tests (Redis, Label Studio, the backend, one worker), on free ports.
+    stack = LocalStack(
+        folder=Path(tempfile.mkdtemp(prefix="bench-loop-")),
+        token=secrets.token_hex(20),
+        username="bench@example.com",
+        password="bench-pass-123",
+        ls_port=free_port(),
+        port=free_port(),
+        dashboard_port=free_port(),
+        ls_binary=args.label_studio,
+        settings_env={"RETRAIN_EVERY": "1"},
+    )
     try:
-        labeled, pool = read("tweets_labeled.csv"), read("tweets_pool.csv")
-        print(f"data: {len(labeled)} labeled / {len(pool)} unlabeled available "
-              f"({'../shared/data' if (SHARED / 'tweets_pool.csv').exists() else 'demo'})")
-        ls = LabelStudio(base_url=ls_url, api_key=token)
-        project = ls.projects.create(title="loop benchmark", label_config=(ROOT / "label_config.xml").read_text()).id
-        tasks = [{"data": {"text": r["text"]}, "annotations": [{"result": choice(r["label"])}]}
-                 for r in cycle(labeled, args.labeled)]
+        stack.start()
+        settings = Settings(redis_url=stack.redis_url)
+        redis = connect(settings)
+        labeled, pool = read("tweets_labeled.csv", ["text", "label"]), read("tweets_pool.csv", ["text"])
+        print(
+            f"data: {len(labeled)} labeled / {len(pool)} unlabeled available "
+            f"({'../shared/data' if (SHARED / 'tweets_pool.csv').exists() else 'demo'})"
+        )
+        ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
+        project = ls.projects.create(title="loop benchmark", label_config=default_label_config()).id
+        tasks = [
+            {"data": {"text": r["text"]}, "annotations": [{"result": [LABELS.region(r["label"])]}]}
+            for r in cycle(labeled, args.labeled)
+        ]
         tasks += [{"data": {"text": r["text"]}} for r in cycle(pool, args.unlabeled)]
         ids = list(ls.projects.import_tasks(id=project, request=tasks, return_task_ids=True).task_ids)
-        unlabeled = ids[args.labeled:]
-        ls.ml.create(project=project, url=backend, title="tweets")
+        unlabeled = ids[args.labeled :]
+        ls.ml.create(project=project, url=stack.backend_url, title="tweets")
         ls.projects.update(id=project, sampling="Uncertainty sampling")
 
-        p50, p99 = webhook_latency(backend)
+        p50, p99 = webhook_latency(stack.backend_url)
         print(f"webhook latency, 50 concurrent posts x4: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-        from rq import Queue
-
-        Queue(Settings().rq_queue, connection=redis).empty()
+        Queue(settings.rq_queue, connection=redis).empty()
 
         started = time.time()
-        requests.post(f"{backend}/webhook", json={"action": "START_TRAINING", "project": {"id": project}},
-                      timeout=5).raise_for_status()
-        done = wait_switch(ls, project, f"project{project}-v1", workers)
-        parts = job_breakdown(redis, started)
-        print(f"first version from the base model ({args.labeled} labels, {args.unlabeled} to re-score, 1 worker): "
-              f"{done - started:.1f} s; {parts}")
+        requests.post(
+            f"{stack.backend_url}/webhook", json={"action": "START_TRAINING", "project": {"id": project}}, timeout=5
+        ).raise_for_status()
+        done = wait_switch(ls, project, f"project{project}-v1", stack.workers)
+        parts = job_breakdown(redis, settings.rq_queue, started)
+        print(
+            f"first version from the base model ({args.labeled} labels, {args.unlabeled} to re-score, 1 worker): "
+            f"{done - started:.1f} s; {parts}"
+        )
 
         version = 1
         for n in [int(w) for w in args.workers.split(",")]:
             # n workers split the cores, as the README advises (TORCH_THREADS); else they oversubscribe them.
             threads = max(1, (os.cpu_count() or 1) // n)
-            for proc in workers:
+            for proc in stack.workers:
                 stop(proc)
-            workers = [start_worker({**env, "TORCH_THREADS": str(threads)}, work / f"worker-{i + 1}.log")
-                       for i in range(n)]
+            stack.workers.clear()  # stack.workers: the workers running now, which wait_switch watches
+            for _ in range(n):
+                stack.start_worker(TORCH_THREADS=threads)
             time.sleep(10)  # let the workers finish importing torch before the clock starts
             version += 1
             task = unlabeled.pop(0)
             started = time.time()
-            ls.annotations.create(id=task, result=choice("ok"))
-            done = wait_switch(ls, project, f"project{project}-v{version}", workers)
-            parts = job_breakdown(redis, started)
-            print(f"loop latency with {n} worker(s) x {threads} torch threads: {done - started:.1f} s "
-                  f"(read labels {parts['read']:.1f} s, train {parts['train']:.1f} s, "
-                  f"{parts['chunks']} chunks: scoring {parts['score']:.1f} s, "
-                  f"scoring+writing {parts['chunk_total']:.1f} s summed over workers)")
+            ls.annotations.create(id=task, result=[LABELS.region("ok")])
+            done = wait_switch(ls, project, f"project{project}-v{version}", stack.workers)
+            parts = job_breakdown(redis, settings.rq_queue, started)
+            print(
+                f"loop latency with {n} worker(s) x {threads} torch threads: {done - started:.1f} s "
+                f"(read labels {parts['read']:.1f} s, train {parts['train']:.1f} s, "
+                f"{parts['chunks']} chunks: scoring {parts['score']:.1f} s, "
+                f"scoring+writing {parts['chunk_total']:.1f} s summed over workers)"
+            )
     finally:
-        for proc in workers + [backend_proc, ls_proc]:
-            stop(proc)
-        redis_server.stop()
+        stack.stop()
 
 
 if __name__ == "__main__":

@@ -9,10 +9,8 @@ Without --model-dir it first trains a small version on the demo tweets (1 epoch)
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,47 +19,63 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED_POOL = ROOT.parent / "shared" / "data" / "tweets_pool.csv"
-DEMO = ROOT / "backend" / "demo"
+from backend.labelstudio.label_config import default_label_config, parse_label_config  # noqa: E402
+from backend.models.finetune import TrainConfig  # noqa: E402
+from backend.models.preprocess import normalize_tweet  # noqa: E402
+from backend.models.training import train_version  # noqa: E402
+from backend.models.transformer import inference_dtype  # noqa: E402
+from backend.registry import Registry  # noqa: E402
+from backend.settings import Settings  # noqa: E402
+from backend.stack.demo import DEMO  # noqa: E402
+from backend.stack.processes import free_port, start_backend, stop  # noqa: E402
+from backend.tables import read_csv  # noqa: E402
+
+SHARED_POOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweets_pool.csv"
 
 
 def tweets(n: int) -> tuple[list[str], str]:
     source = SHARED_POOL if SHARED_POOL.exists() else DEMO / "tweets_pool.csv"
-    with source.open(newline="", encoding="utf-8") as handle:
-        texts = [r["text"] for r in csv.DictReader(handle)]
+    texts = [r["text"] for r in read_csv(source, ["text"])]
     return [texts[i % len(texts)] for i in range(n)], str(source)
 
 
 def ensure_model(model_dir: str | None) -> Path:
-    from backend.registry import Registry
-
+    """--model-dir, else a registry with one version trained here on the demo tweets: 1 epoch, nothing held out."""
     if model_dir:
         return Path(model_dir)
-    from backend.settings import Settings
-    from backend.training import TrainConfig, train_version
-
+    settings = Settings()
     path = Path(tempfile.mkdtemp(prefix="bench-models-"))
-    with (DEMO / "tweets_labeled.csv").open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    train_version([r["text"] for r in rows], [r["label"] for r in rows], ["ok", "xenófobo"],
-                  base_model=Settings().model_name, registry=Registry(path), scope="default",
-                  config=TrainConfig(epochs=1, eval_fraction=0, progress=False))
+    rows = read_csv(DEMO / "tweets_labeled.csv", ["text", "label"])
+    config = TrainConfig.from_settings(settings, warm=False, epochs=1, min_steps=0, eval_fraction=0, progress=False)
+    train_version(
+        [r["text"] for r in rows],
+        [r["label"] for r in rows],
+        parse_label_config(default_label_config()).classes,
+        base_model=settings.model_name,
+        registry=Registry(path),
+        scope="default",
+        config=config,
+    )
     return path
 
 
-def start_backend(model_dir: Path, dtype: str) -> tuple[subprocess.Popen, str]:
-    from backend.stack import free_port, start_backend as start
-
-    env = {"MODEL_DIR": str(model_dir), "WORKERS": "1", "THREADS": "4", "LOG_LEVEL": "WARNING",
-           "INFERENCE_DTYPE": dtype}
-    return start(env, free_port(), model_dir / f"backend-{dtype}.log")
+def serve(model_dir: Path, dtype: str) -> tuple[subprocess.Popen, str]:
+    env = {
+        "MODEL_DIR": str(model_dir),
+        "WORKERS": "1",
+        "THREADS": "4",
+        "LOG_LEVEL": "WARNING",
+        "INFERENCE_DTYPE": dtype,
+    }
+    return start_backend(env, free_port(), model_dir / f"backend-{dtype}.log")
 
 
 def predict_seconds(url: str, texts: list[str], config: str) -> float:
-    body = {"tasks": [{"id": i, "data": {"text": t}} for i, t in enumerate(texts)], "project": "1.1",
-            "label_config": config}
+    body = {
+        "tasks": [{"id": i, "data": {"text": t}} for i, t in enumerate(texts)],
+        "project": "1.1",
+        "label_config": config,
+    }
     started = time.perf_counter()
     answer = requests.post(f"{url}/predict", json=body, timeout=600)
     elapsed = time.perf_counter() - started
@@ -74,10 +88,14 @@ def pipeline_seconds(model_path: Path, texts: list[str], dtype: str = "float32")
     import torch
     from transformers import pipeline
 
-    from backend.preprocess import normalize_tweet
-
-    clf = pipeline("text-classification", model=str(model_path), top_k=None, truncation=True, max_length=128,
-                   dtype=getattr(torch, dtype))
+    clf = pipeline(
+        "text-classification",
+        model=str(model_path),
+        top_k=None,
+        truncation=True,
+        max_length=128,
+        dtype=getattr(torch, dtype),
+    )
     prepared = [normalize_tweet(t) for t in texts]  # the same input the backend sees
     with torch.inference_mode():
         clf(prepared[:8])  # warm-up, as the backend is warm
@@ -103,36 +121,38 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="alternating rounds of both; medians reported")
     args = parser.parse_args()
 
-    from backend.registry import Registry
-
     model_dir = ensure_model(args.model_dir)
     version = Registry(model_dir).current("default")
+    if version is None:
+        parser.error(f"{model_dir} has no current version in its scope 'default' (a MODEL_DIR with default/CURRENT)")
     texts, source = tweets(args.n)
-    config = (ROOT / "label_config.xml").read_text()
+    config = default_label_config()
     print(f"tweets: {args.n} from {source}; model {version.name}; {os.cpu_count()} CPU cores")
-
-    from backend.model import inference_dtype
-
     auto = str(inference_dtype("auto")).removeprefix("torch.")
     print(f"INFERENCE_DTYPE=auto is {auto} on this CPU")
-    (proc, url), (proc32, url32) = start_backend(model_dir, "auto"), start_backend(model_dir, "float32")
+    procs = []
     try:
+        for dtype in ("auto", "float32"):
+            procs.append(serve(model_dir, dtype))
+        (_, url), (_, url32) = procs
         predict_seconds(url, texts[:16], config)  # warm-up
         predict_seconds(url32, texts[:16], config)
         # Alternate them, so that a noisy moment on this machine hits all, and take the medians.
-        runs = [{"/predict (default: auto)": predict_seconds(url, texts, config),
-                 "/predict (float32)": predict_seconds(url32, texts, config),
-                 "pipeline (float32)": pipeline_seconds(version.path, texts),
-                 "pipeline (bfloat16)": pipeline_seconds(version.path, texts, "bfloat16")}
-                for _ in range(args.repeat)]
+        runs = [
+            {
+                "/predict (default: auto)": predict_seconds(url, texts, config),
+                "/predict (float32)": predict_seconds(url32, texts, config),
+                "pipeline (float32)": pipeline_seconds(version.path, texts),
+                "pipeline (bfloat16)": pipeline_seconds(version.path, texts, "bfloat16"),
+            }
+            for _ in range(args.repeat)
+        ]
         setup = latencies(url, "POST", "/setup", 200, json={"project": "1.1", "schema": config})
         health = latencies(url, "GET", "/health", 200)
         big_s = predict_seconds(url, tweets(args.big)[0], config) if args.big else None
     finally:
-        from backend.stack import stop
-
-        for p in (proc, proc32):
-            stop(p)
+        for proc, _ in procs:
+            stop(proc)
     median = {name: float(np.median([r[name] for r in runs])) for name in runs[0]}
     for number, r in enumerate(runs, 1):
         print(f"round {number}: " + ", ".join(f"{name} {s:.2f} s" for name, s in r.items()))
@@ -141,8 +161,10 @@ def main() -> None:
     base = median["pipeline (float32)"]
     print(f"/predict default vs pipeline float32 : {base / median['/predict (default: auto)']:5.2f}x  (target >= 2x)")
     print(f"/predict float32 vs pipeline float32 : {base / median['/predict (float32)']:5.2f}x")
-    print(f"/predict default vs pipeline bfloat16: "
-          f"{median['pipeline (bfloat16)'] / median['/predict (default: auto)']:5.2f}x")
+    print(
+        f"/predict default vs pipeline bfloat16: "
+        f"{median['pipeline (bfloat16)'] / median['/predict (default: auto)']:5.2f}x"
+    )
     print(f"/setup  p50/p99    : {setup[0]:.1f} / {setup[1]:.1f} ms  (target p99 <= 50 ms)")
     print(f"/health p50/p99    : {health[0]:.1f} / {health[1]:.1f} ms")
     if big_s is not None:

@@ -41,8 +41,14 @@ def trained_model_dir(tmp_path_factory) -> Path:
 def settings(trained_model_dir) -> Settings:
     # A closed port: no test may lean on the machine's own Redis service. float32: these tests compare scores
     # exactly (bfloat16 moves them by up to 0.01 with the batch; tests/test_transformer.py checks that).
-    return Settings(model_dir=trained_model_dir, basic_auth_user="", basic_auth_pass="", webhook_secret="",
-                    redis_url=f"redis://127.0.0.1:{free_port()}/0", inference_dtype="float32")
+    return Settings(
+        model_dir=trained_model_dir,
+        basic_auth_user="",
+        basic_auth_pass="",
+        webhook_secret="",
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        inference_dtype="float32",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -80,9 +86,16 @@ def label_studio_binary() -> str:
 # `make run` has it.
 E2E_SETTINGS = {
     "INFERENCE_DTYPE": "float32",
-    "LABEL_STUDIO_ATTEMPTS": "3", "LABEL_STUDIO_BACKOFF": "0.2", "RETRAIN_EVERY": "10", "MIN_LABELS_PER_CLASS": "3",
-    "TRAIN_EPOCHS": "2", "TRAIN_MIN_STEPS": "8", "RESCORE_CHUNK": "15", "TRAINING_LEASE_SECONDS": "3",
-    "WORKERS": "2", "THREADS": "4",
+    "LABEL_STUDIO_ATTEMPTS": "3",
+    "LABEL_STUDIO_BACKOFF": "0.2",
+    "RETRAIN_EVERY": "10",
+    "MIN_LABELS_PER_CLASS": "3",
+    "TRAIN_EPOCHS": "2",
+    "TRAIN_MIN_STEPS": "8",
+    "RESCORE_CHUNK": "15",
+    "TRAINING_LEASE_SECONDS": "3",
+    "WORKERS": "2",
+    "THREADS": "4",
 }
 
 
@@ -92,9 +105,16 @@ def stack(label_studio_binary, trained_model_dir, tmp_path_factory) -> LocalStac
     own code, on free ports, serving a copy of the trained default version."""
     folder = tmp_path_factory.mktemp("stack")
     shutil.copytree(trained_model_dir, folder / "models")
-    stack = LocalStack(folder=folder, token=secrets.token_hex(20), password="e2e-pass-123", ls_port=free_port(),
-                       port=free_port(), dashboard_port=free_port(), ls_binary=label_studio_binary,
-                       settings_env=E2E_SETTINGS)
+    stack = LocalStack(
+        folder=folder,
+        token=secrets.token_hex(20),
+        password="e2e-pass-123",
+        ls_port=free_port(),
+        port=free_port(),
+        dashboard_port=free_port(),
+        ls_binary=label_studio_binary,
+        settings_env=E2E_SETTINGS,
+    )
     stack.start()
     try:
         yield stack

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -42,7 +43,5 @@ def kill_tree(pid: int) -> None:
         doomed.append(current)
         todo += child_pids(current)
     for victim in doomed:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from backend.api import create_app
-from backend.predictions import class_probabilities
 from backend.labelstudio.label_config import parse_label_config
+from backend.predictions import class_probabilities
 from backend.settings import Settings
 from tests.helpers import LABEL_CONFIG, pool_texts
 
@@ -26,8 +26,16 @@ def test_health_and_root(client):
 
 
 def test_setup_reports_the_served_version(client, app):
-    answer = client.post("/setup", json={"project": "1.1700000000", "schema": LABEL_CONFIG, "hostname": "x",
-                                         "access_token": "t", "extra_params": None})
+    answer = client.post(
+        "/setup",
+        json={
+            "project": "1.1700000000",
+            "schema": LABEL_CONFIG,
+            "hostname": "x",
+            "access_token": "t",
+            "extra_params": None,
+        },
+    )
     assert answer.status_code == 200
     assert answer.json["model_version"] == "default-v1"
     assert app.extensions["model_store"].get("1").version == "default-v1"
@@ -43,12 +51,16 @@ def test_predict_one_entry_per_task_with_margin_scores(client, app):
     config = parse_label_config(LABEL_CONFIG)
     probs = class_probabilities(classifier, config, TWEETS)
     margins = np.abs(probs[:, 0] - probs[:, 1])
-    for result, p, m in zip(results, probs, margins):
+    for result, p, m in zip(results, probs, margins, strict=True):
         assert result["model_version"] == "default-v1"
         assert result["score"] == pytest.approx(m, abs=1e-5)
         [region] = result["result"]
-        assert region == {"from_name": "label", "to_name": "text", "type": "choices",
-                          "value": {"choices": [config.classes[int(p.argmax())]]}}
+        assert region == {
+            "from_name": "label",
+            "to_name": "text",
+            "type": "choices",
+            "value": {"choices": [config.classes[int(p.argmax())]]},
+        }
     assert answer.json["model_version"] == "default-v1"
 
 
@@ -77,8 +89,11 @@ def test_bad_tasks_get_empty_slots_in_place(client):
         (b"[1, 2]", 400, "JSON object"),
         (json.dumps({"label_config": LABEL_CONFIG}).encode(), 400, "tasks"),
         (json.dumps({"tasks": "abc", "label_config": LABEL_CONFIG}).encode(), 400, "tasks"),
-        (json.dumps({"tasks": [], "label_config": "<View><Image name='i' value='$i'/></View>"}).encode(), 422,
-         "no <Choices> bound"),
+        (
+            json.dumps({"tasks": [], "label_config": "<View><Image name='i' value='$i'/></View>"}).encode(),
+            422,
+            "no <Choices> bound",
+        ),
         (json.dumps({"tasks": [], "project": "../../etc", "label_config": LABEL_CONFIG}).encode(), 400, "project"),
     ],
 )
@@ -138,8 +153,9 @@ def test_metrics_count_requests_and_predictions(client):
 
 
 def test_basic_auth_on_all_routes_but_health_and_webhook(trained_model_dir):
-    app = create_app(Settings(model_dir=trained_model_dir, basic_auth_user="u", basic_auth_pass="p",
-                              webhook_secret="s3cret"))
+    app = create_app(
+        Settings(model_dir=trained_model_dir, basic_auth_user="u", basic_auth_pass="p", webhook_secret="s3cret")
+    )
     client = app.test_client()
     assert client.get("/health").status_code == 200
     assert client.post("/setup", json={"schema": LABEL_CONFIG}).status_code == 401
@@ -162,11 +178,10 @@ def test_untrained_base_model_answers_no_predictions(tmp_path):
 
 
 def test_uncertainty_setting_changes_the_score(trained_model_dir, client):
-    app = create_app(Settings(model_dir=trained_model_dir, uncertainty="least_confidence",
-                              inference_dtype="float32"))
+    app = create_app(Settings(model_dir=trained_model_dir, uncertainty="least_confidence", inference_dtype="float32"))
     lc = app.test_client().post("/predict", json=_predict_body(TWEETS[:5])).json["results"]
     margin = client.post("/predict", json=_predict_body(TWEETS[:5])).json["results"]
-    for a, b in zip(lc, margin):
+    for a, b in zip(lc, margin, strict=True):
         # two classes: top probability = (1 + margin) / 2
         assert a["score"] == pytest.approx((1 + b["score"]) / 2, abs=1e-5)
 

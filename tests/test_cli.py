@@ -61,10 +61,20 @@ def test_rollback_serves_an_earlier_version(tmp_path):
     for _ in range(2):
         registry.store("4", _Stub(), {})
     env = {"MODEL_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "backend", "rollback", "--project", "4", "--to", "project4-v1",
-                           "--no-rescore"], cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "backend", "rollback", "--project", "4", "--to", "project4-v1", "--no-rescore"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert registry.current("4").name == "project4-v1"
-    missing = subprocess.run([sys.executable, "-m", "backend", "rollback", "--project", "4", "--to", "project4-v9"],
-                             cwd=ROOT, env=env, capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, "-m", "backend", "rollback", "--project", "4", "--to", "project4-v9"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 1 and "no version 'project4-v9'" in missing.stderr

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from backend.stack.launcher import DEFAULT_PASSWORD, DEFAULT_USERNAME
 from backend.settings import Settings
+from backend.stack.launcher import DEFAULT_PASSWORD, DEFAULT_USERNAME
 from backend.stack.processes import LABEL_STUDIO_ENV, free_port
 from tests.helpers import ROOT
 
@@ -81,9 +81,12 @@ def test_compose_refuses_to_start_without_an_api_key(tmp_path):
 
 def test_every_setting_is_in_env_example_with_its_default():
     example = dotenv_values(EXAMPLE)
-    assert SETTING_NAMES - STACK_ADDRESSES <= set(example), "settings missing from .env.example"
-    unknown = set(example) - SETTING_NAMES - {"LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_PORT",
-                                             "RQ_DASHBOARD_PORT", "HF_HUB_OFFLINE"}
+    assert set(example) >= SETTING_NAMES - STACK_ADDRESSES, "settings missing from .env.example"
+    unknown = (
+        set(example)
+        - SETTING_NAMES
+        - {"LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_PORT", "RQ_DASHBOARD_PORT", "HF_HUB_OFFLINE"}
+    )
     assert not unknown, f".env.example names what nothing reads: {unknown}"
     # The values shown are the defaults: reading the file changes no setting.
     assert Settings(_env_file=EXAMPLE) == Settings(_env_file=None)
@@ -108,16 +111,18 @@ def test_the_images_commands_work_against_the_local_stack(stack):
     local = {**os.environ, "PORT": str(stack.port)}
     assert subprocess.run(backend_check, shell=True, env=local, timeout=30).returncode == 0
     for service, port in (("label-studio", stack.ls_port), ("rq-dashboard", stack.dashboard_port)):
-        check = [part.replace(str(8080 if service == "label-studio" else 9181), str(port))
-                 for part in _healthcheck(service)]
+        check = [
+            part.replace(str(8080 if service == "label-studio" else 9181), str(port)) for part in _healthcheck(service)
+        ]
         check[0] = sys.executable if check[0].startswith("python") else check[0]
         assert subprocess.run(check, timeout=30).returncode == 0, service
     # A healthcheck that can fail: nothing listens on a fresh port.
     assert subprocess.run(backend_check, shell=True, env={**local, "PORT": str(free_port())}).returncode != 0
 
     command = yaml.safe_load(COMPOSE.read_text())["services"]["setup"]["command"]
-    command = [sys.executable if c == "python" else stack.backend_url if c == "http://ml-backend:9090" else c
-               for c in command]
+    command = [
+        sys.executable if c == "python" else stack.backend_url if c == "http://ml-backend:9090" else c for c in command
+    ]
     env = {**os.environ, **stack.env}
     first = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr

@@ -4,15 +4,22 @@ from redis import Redis
 from rq import SimpleWorker
 from rq.job import Job, JobStatus
 
-from backend.retraining.policy import RetrainPolicy
 from backend.registry import Registry
+from backend.retraining.policy import RetrainPolicy
 from backend.settings import Settings
 from backend.stack.processes import free_port
 
+
 def test_label_studio_unreachable_fails_the_job_visibly_without_promoting(tmp_path, redis_server, monkeypatch):
-    env = {"REDIS_URL": redis_server.url, "RQ_QUEUE": "jobs-test", "MODEL_DIR": str(tmp_path / "models"),
-           "LABEL_STUDIO_URL": f"http://127.0.0.1:{free_port()}", "LABEL_STUDIO_API_KEY": "token",
-           "LABEL_STUDIO_ATTEMPTS": "3", "LABEL_STUDIO_BACKOFF": "0.05"}
+    env = {
+        "REDIS_URL": redis_server.url,
+        "RQ_QUEUE": "jobs-test",
+        "MODEL_DIR": str(tmp_path / "models"),
+        "LABEL_STUDIO_URL": f"http://127.0.0.1:{free_port()}",
+        "LABEL_STUDIO_API_KEY": "token",
+        "LABEL_STUDIO_ATTEMPTS": "3",
+        "LABEL_STUDIO_BACKOFF": "0.05",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()

@@ -28,8 +28,10 @@ def test_other_names_and_three_classes():
         ("", "empty"),
         ("<View><Text", "not valid XML"),
         ('<View><Text name="t" value="$t"/></View>', "no <Choices> bound to a <Text>"),
-        ('<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>',
-         "at least 2"),
+        (
+            '<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>',
+            "at least 2",
+        ),
     ],
 )
 def test_unusable_configs_are_refused_with_the_reason(xml, message):

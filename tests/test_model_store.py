@@ -38,8 +38,9 @@ def test_a_project_with_its_own_versions_is_served_them(settings, trained_model_
     assert store.get("5").version == "project5-v2" and store.get("6").version == "default-v2"
 
 
-def test_versions_without_a_kind_load_as_transformers_and_unknown_kinds_are_refused(settings, trained_model_dir,
-                                                                                     tmp_path):
+def test_versions_without_a_kind_load_as_transformers_and_unknown_kinds_are_refused(
+    settings, trained_model_dir, tmp_path
+):
     registry = _copy_version(trained_model_dir, tmp_path)
     version = registry.current("default")
     meta = json.loads((version.path / METADATA).read_text())

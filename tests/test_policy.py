@@ -144,8 +144,12 @@ def test_webhooks_enqueue_training_through_the_app(trained_model_dir, redis_serv
     assert second.json["status"] == "queued" and second.json["job"].startswith(f"train-{PROJECT}-")
     # "Start Training" while that job waits joins it; Label Studio shows the job id it answers.
     button = _webhook(client, "START_TRAINING")
-    assert button.json == {"status": "joined", "action": "START_TRAINING", "project": PROJECT,
-                           "job": second.json["job"]}
+    assert button.json == {
+        "status": "joined",
+        "action": "START_TRAINING",
+        "project": PROJECT,
+        "job": second.json["job"],
+    }
     queue = RetrainPolicy.from_settings(settings).queue
     assert [j.id for j in _train_jobs(queue)] == [second.json["job"]]
     # The project id may also come from the annotation alone.

@@ -33,10 +33,9 @@ def test_project_falls_back_to_default_until_it_has_its_own(tmp_path):
 def test_failed_training_leaves_nothing_visible(tmp_path):
     registry = Registry(tmp_path)
     v1 = _stage_and_promote(registry, DEFAULT_SCOPE)
-    with pytest.raises(RuntimeError):
-        with registry.stage(DEFAULT_SCOPE) as staged:
-            (staged / "half.bin").write_text("partial")
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), registry.stage(DEFAULT_SCOPE) as staged:
+        (staged / "half.bin").write_text("partial")
+        raise RuntimeError("killed mid-write")
     assert registry.current(DEFAULT_SCOPE) == v1
     assert [v.name for v in registry.versions(DEFAULT_SCOPE)] == ["default-v1"]
     assert not list((tmp_path / DEFAULT_SCOPE).glob(".staging-*"))

@@ -13,8 +13,15 @@ from backend.settings import Settings
 def test_too_few_labels_is_refused_with_counts(tmp_path):
     config = TrainConfig.from_settings(Settings(), warm=False)
     with pytest.raises(NoTrainingData, match=r"xenófobo.: 1"):
-        train_version(["a", "b", "c"], ["ok", "ok", "xenófobo"], ["ok", "xenófobo"],
-                      base_model=Settings().model_name, registry=Registry(tmp_path), scope="default", config=config)
+        train_version(
+            ["a", "b", "c"],
+            ["ok", "ok", "xenófobo"],
+            ["ok", "xenófobo"],
+            base_model=Settings().model_name,
+            registry=Registry(tmp_path),
+            scope="default",
+            config=config,
+        )
     assert Registry(tmp_path).current("default") is None
 
 

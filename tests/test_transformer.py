@@ -6,8 +6,8 @@ import torch
 
 from backend.models.loader import load_version
 from backend.models.transformer import inference_dtype, native_bf16
-from backend.settings import Settings
 from backend.registry import Registry
+from backend.settings import Settings
 from tests.helpers import pool_texts
 
 

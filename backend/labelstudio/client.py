@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from label_studio_sdk import LabelStudio
@@ -21,6 +22,9 @@ from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attemp
 from ..errors import BackendError, LabelStudioUnavailable
 from ..registry import VERSION_NAME
 from .label_config import LabelConfig
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,25 +59,31 @@ class LabelStudioClient:
             raise BackendError("LABEL_STUDIO_API_KEY is not set: the retraining jobs cannot read annotations")
         self.url = url.rstrip("/")
         self.ls = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
-        self._retrying = dict(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=backoff, max=30),
-            retry=retry_if_exception(_transient),
-            reraise=False,
-        )
+        self._attempts, self._backoff = attempts, backoff
 
     @classmethod
-    def from_settings(cls, settings) -> "LabelStudioClient":
-        return cls(settings.label_studio_url, settings.label_studio_api_key,
-                   attempts=settings.label_studio_attempts, backoff=settings.label_studio_backoff)
+    def from_settings(cls, settings: Settings) -> LabelStudioClient:
+        return cls(
+            settings.label_studio_url,
+            settings.label_studio_api_key,
+            attempts=settings.label_studio_attempts,
+            backoff=settings.label_studio_backoff,
+        )
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         def log_retry(state):
-            log.warning("Label Studio %s: %s (attempt %d), retrying", what, state.outcome.exception(),
-                        state.attempt_number)
+            log.warning(
+                "Label Studio %s: %s (attempt %d), retrying", what, state.outcome.exception(), state.attempt_number
+            )
 
         try:
-            return Retrying(before_sleep=log_retry, **self._retrying)(fn)
+            retrying = Retrying(
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential(multiplier=self._backoff, max=30),
+                retry=retry_if_exception(_transient),
+                before_sleep=log_retry,
+            )
+            return retrying(fn)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             raise LabelStudioUnavailable(
@@ -83,13 +93,13 @@ class LabelStudioClient:
 
     def label_config(self, project: int) -> str:
         """The project's label config XML (parse it with label_config.parse_label_config)."""
-        return self._call("reading the project", lambda: self.ls.projects.get(id=project)).label_config
+        return self._call("reading the project", lambda: self.ls.projects.get(id=project)).label_config or ""
 
     def _tasks(self, project: int, *, labeled: bool, fields: str) -> list[dict]:
         query = _filter("greater", 0) if labeled else _filter("equal", 0)
 
         def read_all() -> list[dict]:
-            pager = self.ls.tasks.list(project=project, fields=fields, page_size=PAGE_SIZE, query=query)
+            pager: Iterable[Any] = self.ls.tasks.list(project=project, fields=fields, page_size=PAGE_SIZE, query=query)
             return [as_dict(task) for task in pager]  # items, not pages: iter_pages() raises after the last
 
         return self._call("listing tasks", read_all)
@@ -107,12 +117,17 @@ class LabelStudioClient:
 
     def unlabeled(self, project: int, config: LabelConfig) -> list[Task]:
         tasks = self._tasks(project, labeled=False, fields="task_only")
-        return [Task(t["id"], t["data"][config.data_key]) for t in tasks
-                if isinstance(t.get("data"), dict) and isinstance(t["data"].get(config.data_key), str)]
+        return [
+            Task(t["id"], t["data"][config.data_key])
+            for t in tasks
+            if isinstance(t.get("data"), dict) and isinstance(t["data"].get(config.data_key), str)
+        ]
 
     def write_predictions(self, project: int, predictions: list[dict]) -> None:
         """One bulk call per chunk; Label Studio's import endpoint batches inside."""
-        self._call("writing predictions", lambda: self.ls.projects.import_predictions(id=project, request=predictions))
+        # The SDK types `request` as its pydantic models; it sends plain dicts of the same shape as they are.
+        request: Any = predictions
+        self._call("writing predictions", lambda: self.ls.projects.import_predictions(id=project, request=request))
 
     def set_model_version(self, project: int, version: str) -> None:
         self._call("setting the model version", lambda: self.ls.projects.update(id=project, model_version=version))
@@ -127,7 +142,8 @@ class LabelStudioClient:
     def delete_predictions(self, project: int, version: str) -> None:
         def delete():
             answer = self.ls._client_wrapper.httpx_client.request(
-                f"api/projects/{project}/model-versions/", method="DELETE", json={"model_version": version})
+                f"api/projects/{project}/model-versions/", method="DELETE", json={"model_version": version}
+            )
             answer.raise_for_status()
 
         self._call(f"deleting predictions of {version}", delete)

@@ -9,10 +9,11 @@ reads a task's text.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from label_studio_sdk.label_interface import LabelInterface
 
@@ -38,8 +39,7 @@ class LabelConfig:
 
     def region(self, label: str) -> dict:
         """The result item choosing `label`, as predictions and annotations carry it."""
-        return {"from_name": self.from_name, "to_name": self.to_name, "type": "choices",
-                "value": {"choices": [label]}}
+        return {"from_name": self.from_name, "to_name": self.to_name, "type": "choices", "value": {"choices": [label]}}
 
     def choice_in(self, result: Iterable[Any]) -> str | None:
         """The class chosen in a result list (an annotation's or a prediction's), or None."""
@@ -61,8 +61,9 @@ class LabelConfig:
             log.warning("task %s has no text in data[%r]: no prediction", task_id, self.data_key)
             return None
         if len(text) > max_chars:
-            log.warning("task %s: text of %d chars exceeds MAX_TEXT_CHARS=%d: no prediction", task_id, len(text),
-                        max_chars)
+            log.warning(
+                "task %s: text of %d chars exceeds MAX_TEXT_CHARS=%d: no prediction", task_id, len(text), max_chars
+            )
             return None
         return text
 

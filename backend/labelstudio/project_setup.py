@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 
@@ -39,8 +40,17 @@ class SetupReport:
     training_requested: bool = False
 
 
-def setup_project(ls, *, title: str, label_config: str, rows: list[dict], backend_url: str,
-                  threshold: float = 0.3, retrieve: bool = True, backend_auth: tuple | None = None) -> SetupReport:
+def setup_project(
+    ls,
+    *,
+    title: str,
+    label_config: str,
+    rows: list[dict],
+    backend_url: str,
+    threshold: float = 0.3,
+    retrieve: bool = True,
+    backend_auth: tuple | None = None,
+) -> SetupReport:
     """`ls`: a label_studio_sdk.LabelStudio client; `rows`: dicts with `text`, optional `id` and `label`;
     `backend_auth`: the backend's basic auth, if it has one."""
     config = parse_label_config(label_config)
@@ -53,8 +63,10 @@ def setup_project(ls, *, title: str, label_config: str, rows: list[dict], backen
             ls.projects.update(id=project.id, label_config=label_config)
     report = SetupReport(project=project.id, created=existing is None)
 
-    seen = {str(as_dict(t)["data"].get(SOURCE_ID)) for t in ls.tasks.list(project=project.id, fields="task_only",
-                                                                           page_size=1000)}
+    seen = {
+        str(as_dict(t)["data"].get(SOURCE_ID))
+        for t in ls.tasks.list(project=project.id, fields="task_only", page_size=1000)
+    }
     tasks = []
     for number, row in enumerate(rows):
         source_id = str(row.get("id") or number)
@@ -62,7 +74,7 @@ def setup_project(ls, *, title: str, label_config: str, rows: list[dict], backen
             report.already_there += 1
             continue
         seen.add(source_id)
-        task = {"data": {config.data_key: row["text"], SOURCE_ID: source_id}}
+        task: dict[str, Any] = {"data": {config.data_key: row["text"], SOURCE_ID: source_id}}
         label = (row.get("label") or "").strip()
         if label:
             if label not in config.classes:
@@ -76,18 +88,32 @@ def setup_project(ls, *, title: str, label_config: str, rows: list[dict], backen
 
     if not any(m.url.rstrip("/") == backend_url.rstrip("/") for m in ls.ml.list(project=project.id)):
         # Label Studio must send the backend's basic auth on every call, or /setup answers 401 and it disconnects.
-        auth = ({"auth_method": "BASIC_AUTH", "basic_auth_user": backend_auth[0], "basic_auth_pass": backend_auth[1]}
-                if backend_auth else {})
+        auth = (
+            {"auth_method": "BASIC_AUTH", "basic_auth_user": backend_auth[0], "basic_auth_pass": backend_auth[1]}
+            if backend_auth
+            else {}
+        )
         ls.ml.create(project=project.id, url=backend_url, title="tweets active learning", **auth)
         report.backend_connected = True
     ls.projects.update(id=project.id, sampling="Uncertainty sampling")
 
     tabs = {(as_dict(v).get("data") or {}).get("title") for v in ls.views.list(project=project.id)}
-    wanted = {
+    wanted: dict[str, dict[str, Any]] = {
         MOST_UNCERTAIN: {"ordering": ["tasks:predictions_score"]},
-        uncertain_tab(threshold): {"filters": {"conjunction": "and", "items": [
-            {"filter": "filter:tasks:predictions_score", "operator": "less_or_equal", "type": "Number",
-             "value": threshold}]}, "ordering": ["tasks:predictions_score"]},
+        uncertain_tab(threshold): {
+            "filters": {
+                "conjunction": "and",
+                "items": [
+                    {
+                        "filter": "filter:tasks:predictions_score",
+                        "operator": "less_or_equal",
+                        "type": "Number",
+                        "value": threshold,
+                    }
+                ],
+            },
+            "ordering": ["tasks:predictions_score"],
+        },
     }
     for name, data in wanted.items():
         if name not in tabs:
@@ -95,16 +121,18 @@ def setup_project(ls, *, title: str, label_config: str, rows: list[dict], backen
             report.tabs_created.append(name)
 
     if retrieve:
-        ls.actions.create(id="retrieve_tasks_predictions", project=project.id,
-                          selected_items={"all": True, "excluded": []})
+        ls.actions.create(
+            id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []}
+        )
     report.model_version = sync_model_version(ls, project.id, backend_url, backend_auth)
     return report
 
 
 def sync_model_version(ls, project: int, backend_url: str, backend_auth: tuple | None = None) -> str | None:
     """Set the project's model_version to the backend's, once predictions of that version exist."""
-    answer = requests.get(f"{backend_url.rstrip('/')}/versions", params={"project": project}, auth=backend_auth,
-                          timeout=10)
+    answer = requests.get(
+        f"{backend_url.rstrip('/')}/versions", params={"project": project}, auth=backend_auth, timeout=10
+    )
     answer.raise_for_status()
     version = answer.json()["current"]
     if model_version_counts(ls, project).get(version):
@@ -114,11 +142,17 @@ def sync_model_version(ls, project: int, backend_url: str, backend_auth: tuple |
     return None
 
 
-def request_training(backend_url: str, project: int, backend_auth: tuple | None = None,
-                     webhook_secret: str = "") -> dict:
+def request_training(
+    backend_url: str, project: int, backend_auth: tuple | None = None, webhook_secret: str = ""
+) -> dict:
     """What Label Studio's "Start Training" button does: the backend queues a training on the project's labels."""
     headers = {"X-Webhook-Secret": webhook_secret} if webhook_secret else {}
-    answer = requests.post(f"{backend_url.rstrip('/')}/webhook", json={"action": "START_TRAINING",
-                           "project": {"id": project}}, auth=backend_auth, headers=headers, timeout=10)
+    answer = requests.post(
+        f"{backend_url.rstrip('/')}/webhook",
+        json={"action": "START_TRAINING", "project": {"id": project}},
+        auth=backend_auth,
+        headers=headers,
+        timeout=10,
+    )
     answer.raise_for_status()
     return answer.json()

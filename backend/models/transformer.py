@@ -13,7 +13,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 class TransformerClassifier:
     kind = "transformer"
 
-    model: torch.nn.Module
-    tokenizer: object
+    model: Any  # a transformers PreTrainedModel
+    tokenizer: Any  # its tokenizer
     labels: tuple[str, ...]  # class name of each output, in output order
     version: str
     trained: bool  # False when the classification head was freshly initialized (random numbers)

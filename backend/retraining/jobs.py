@@ -60,6 +60,8 @@ def _settings() -> Settings:
 def train_project(project: int) -> dict:
     settings = _settings()
     job = get_current_job()
+    if job is None:
+        raise RuntimeError("train_project runs as an RQ job (python -m backend worker)")
     policy = RetrainPolicy.from_settings(settings, job.connection)
     with policy.run(project, job.id) as holds_lease:
         if not holds_lease:
@@ -78,38 +80,64 @@ def _train(project: int, settings: Settings, queue: Queue) -> dict:
     counts = Counter(labels)
     read_seconds = time.time() - started
     if label_shortfall(labels, config.classes, settings.min_labels_per_class):
-        log.info("project %s: cold start, %s labels; every class needs %d before the first training", project,
-                 dict(counts), settings.min_labels_per_class)
+        log.info(
+            "project %s: cold start, %s labels; every class needs %d before the first training",
+            project,
+            dict(counts),
+            settings.min_labels_per_class,
+        )
         _progress(stage="waiting for labels", labels=len(labels), label_counts=dict(counts))
         return {"status": "cold_start", "label_counts": dict(counts), "needed_per_class": settings.min_labels_per_class}
 
     registry = Registry(settings.model_dir)
     scope = scope_of(project)
     serving = registry.resolve(project)
-    same_classes = serving is not None and sorted(serving.metadata.get("classes", [])) == sorted(config.classes)
-    warm = settings.warm_start and same_classes
-    _progress(stage="training", labels=len(labels), warm_start=warm, base=serving.name if warm else settings.model_name)
+    warm_from = serving if serving and sorted(serving.metadata.get("classes", [])) == sorted(config.classes) else None
+    if not settings.warm_start:
+        warm_from = None
+    warm = warm_from is not None
+    base_model = str(warm_from.path) if warm_from else settings.model_name
+    _progress(stage="training", labels=len(labels), warm_start=warm, base=warm_from.name if warm_from else base_model)
     version = train_version(
-        texts, labels, config.classes,
-        base_model=str(serving.path) if warm else settings.model_name,
-        registry=registry, scope=scope, config=TrainConfig.from_settings(settings, warm=warm, progress=False),
-        parent=serving.name if serving else None, callbacks=[_JobProgress()],
+        texts,
+        labels,
+        config.classes,
+        base_model=base_model,
+        registry=registry,
+        scope=scope,
+        config=TrainConfig.from_settings(settings, warm=warm, progress=False),
+        parent=serving.name if serving else None,
+        callbacks=[_JobProgress()],
     )
     pruned = registry.prune(scope, keep=settings.keep_versions)
     chunks = enqueue_rescoring(project, version.name, settings, queue, client=client, xml=xml)
     result = {
-        "status": "promoted", "version": version.name, "labels": len(labels), "label_counts": dict(counts),
-        "warm_start": warm, "metrics": version.metadata.get("metrics"), "pruned": pruned,
-        "rescoring_chunks": chunks, "read_seconds": round(read_seconds, 2),
-        "train_seconds": version.metadata.get("train_seconds"), "seconds": round(time.time() - started, 2),
+        "status": "promoted",
+        "version": version.name,
+        "labels": len(labels),
+        "label_counts": dict(counts),
+        "warm_start": warm,
+        "metrics": version.metadata.get("metrics"),
+        "pruned": pruned,
+        "rescoring_chunks": chunks,
+        "read_seconds": round(read_seconds, 2),
+        "train_seconds": version.metadata.get("train_seconds"),
+        "seconds": round(time.time() - started, 2),
     }
     _progress(stage="promoted", version=version.name, labels=len(labels))
     log.info("project %s: %s", project, result)
     return result
 
 
-def enqueue_rescoring(project: int, version: str, settings: Settings, queue: Queue, *,
-                      client: LabelStudioClient | None = None, xml: str | None = None) -> int:
+def enqueue_rescoring(
+    project: int,
+    version: str,
+    settings: Settings,
+    queue: Queue,
+    *,
+    client: LabelStudioClient | None = None,
+    xml: str | None = None,
+) -> int:
     """Split the unlabeled tasks into chunk jobs and a final job that runs when all of them succeeded."""
     client = client or LabelStudioClient.from_settings(settings)
     xml = xml or client.label_config(project)
@@ -117,14 +145,25 @@ def enqueue_rescoring(project: int, version: str, settings: Settings, queue: Que
     tasks = client.unlabeled(project, config)
     size = settings.rescore_chunk
     chunk_jobs = [
-        queue.enqueue_call(score_chunk, timeout=settings.train_timeout,
-                           description=f"score {len(part)} tasks of project {project} with {version}",
-                           kwargs={"project": project, "version": version, "label_config": xml,
-                                   "tasks": [[t.id, t.text] for t in part]})
-        for part in (tasks[i:i + size] for i in range(0, len(tasks), size))
+        queue.enqueue_call(
+            score_chunk,
+            timeout=settings.train_timeout,
+            description=f"score {len(part)} tasks of project {project} with {version}",
+            kwargs={
+                "project": project,
+                "version": version,
+                "label_config": xml,
+                "tasks": [[t.id, t.text] for t in part],
+            },
+        )
+        for part in (tasks[i : i + size] for i in range(0, len(tasks), size))
     ]
-    queue.enqueue_call(finish_rescoring, kwargs={"project": project, "version": version},
-                       depends_on=chunk_jobs or None, description=f"switch project {project} to {version}")
+    queue.enqueue_call(
+        finish_rescoring,
+        kwargs={"project": project, "version": version},
+        depends_on=list(chunk_jobs) or None,
+        description=f"switch project {project} to {version}",
+    )
     _progress(stage="re-scoring enqueued", version=version, unlabeled=len(tasks), chunks=len(chunk_jobs))
     return len(chunk_jobs)
 
@@ -144,14 +183,27 @@ def score_chunk(project: int, version: str, label_config: str, tasks: list[list]
     config = parse_label_config(label_config)
     classifier = load_version(serving, settings)
     _progress(stage="scoring", version=version, tasks=len(tasks))
-    results = predict_tasks(classifier, config, [{"id": i, "data": {config.data_key: text}} for i, text in tasks],
-                            strategy=settings.uncertainty, max_chars=settings.max_text_chars)
-    predictions = [{"task": task_id, **result} for (task_id, _), result in zip(tasks, results)
-                   if result is not NO_PREDICTION]
+    results = predict_tasks(
+        classifier,
+        config,
+        [{"id": i, "data": {config.data_key: text}} for i, text in tasks],
+        strategy=settings.uncertainty,
+        max_chars=settings.max_text_chars,
+    )
+    predictions = [
+        {"task": task_id, **result}
+        for (task_id, _), result in zip(tasks, results, strict=True)
+        if result is not NO_PREDICTION
+    ]
     scored = time.time() - started
     LabelStudioClient.from_settings(settings).write_predictions(project, predictions)
-    return {"status": "written", "version": version, "predictions": len(predictions),
-            "score_seconds": round(scored, 2), "seconds": round(time.time() - started, 2)}
+    return {
+        "status": "written",
+        "version": version,
+        "predictions": len(predictions),
+        "score_seconds": round(scored, 2),
+        "seconds": round(time.time() - started, 2),
+    }
 
 
 def finish_rescoring(project: int, version: str) -> dict:

@@ -18,8 +18,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from redis import Redis
 from redis.backoff import NoBackoff
@@ -37,7 +37,7 @@ TRAIN_ACTION = "START_TRAINING"
 TRAIN_FUNC = "backend.retraining.jobs.train_project"
 
 
-class Decision(str, enum.Enum):
+class Decision(enum.StrEnum):
     IGNORED = "ignored"  # not an event that changes labels
     COUNTED = "counted"  # counted; not enough new annotations to retrain yet
     QUEUED = "queued"  # a training job was enqueued
@@ -108,8 +108,12 @@ class RetrainPolicy:
     @classmethod
     def from_settings(cls, settings: Settings, connection: Redis | None = None) -> RetrainPolicy:
         queue = Queue(settings.rq_queue, connection=connection or connect(settings))
-        return cls(queue, retrain_every=settings.retrain_every, lease_seconds=settings.training_lease_seconds,
-                   job_timeout=settings.train_timeout)
+        return cls(
+            queue,
+            retrain_every=settings.retrain_every,
+            lease_seconds=settings.training_lease_seconds,
+            job_timeout=settings.train_timeout,
+        )
 
     def on_event(self, project: int, action: str, count: int = 1) -> tuple[Decision, str | None]:
         """Count annotation events; request training at RETRAIN_EVERY of them, or at once on START_TRAINING."""
@@ -151,8 +155,13 @@ class RetrainPolicy:
 
     def _enqueue(self, project: int, job_id: str) -> Job:
         return self.queue.enqueue_call(
-            TRAIN_FUNC, kwargs={"project": project}, job_id=job_id, timeout=self.job_timeout,
-            description=f"train project {project}", result_ttl=7 * 24 * 3600, failure_ttl=7 * 24 * 3600,
+            TRAIN_FUNC,
+            kwargs={"project": project},
+            job_id=job_id,
+            timeout=self.job_timeout,
+            description=f"train project {project}",
+            result_ttl=7 * 24 * 3600,
+            failure_ttl=7 * 24 * 3600,
         )
 
     @contextmanager
@@ -185,14 +194,16 @@ class RetrainPolicy:
 
     def state(self, project: int) -> dict:
         k = _keys(project)
-        values = self.redis.mget([k["new"], k["queued"], k["running"], k["rerun"]])
-        values[1] = values[1] and values[1].split(b" ")[0]
-        return dict(zip(("new", "queued", "running", "rerun"), [v.decode() if v else None for v in values]))
+        raw: list[bytes | None] = self.redis.mget([k["new"], k["queued"], k["running"], k["rerun"]])  # type: ignore[assignment]
+        values = [v.decode() if v else None for v in raw]
+        values[1] = values[1] and values[1].split(" ")[0]  # "<job id> <unix time>"
+        return dict(zip(("new", "queued", "running", "rerun"), values, strict=True))
 
 
 def connect(settings: Settings, *, fail_fast: bool = False) -> Redis:
     """A Redis connection; fail_fast for the webhook, which must answer Label Studio within 1 s."""
     if fail_fast:
-        return Redis.from_url(settings.redis_url, socket_connect_timeout=0.3, socket_timeout=0.5,
-                              retry=Retry(NoBackoff(), 0))
+        return Redis.from_url(
+            settings.redis_url, socket_connect_timeout=0.3, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )
     return Redis.from_url(settings.redis_url)

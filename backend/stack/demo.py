@@ -20,18 +20,32 @@ def read_demo(name: str) -> list[dict]:
 def demo_rows() -> list[dict]:
     """The demo tweets: about 200 labeled (they bootstrap the first model) and 200 not."""
     labeled = [{"id": f"labeled-{i}", **row} for i, row in enumerate(read_demo("tweets_labeled.csv"))]
-    pool = [{"id": f"pool-{row.get('id', i)}", "text": row["text"]}
-            for i, row in enumerate(read_demo("tweets_pool.csv"))]
+    pool = [
+        {"id": f"pool-{row.get('id', i)}", "text": row["text"]} for i, row in enumerate(read_demo("tweets_pool.csv"))
+    ]
     return labeled + pool
 
 
-def setup_demo(ls, backend_url: str, *, label_config: str | None = None, backend_auth: tuple | None = None,
-               webhook_secret: str = "") -> SetupReport:
+def setup_demo(
+    ls,
+    backend_url: str,
+    *,
+    label_config: str | None = None,
+    backend_auth: tuple | None = None,
+    webhook_secret: str = "",
+) -> SetupReport:
     """While the project has no model of its own, ask the backend to train one on the demo labels (the worker
     does it in the background)."""
     # No "Retrieve predictions" now: the untrained base model has none to give; the worker's re-scoring will.
-    report = setup_project(ls, title=DEMO_TITLE, label_config=label_config or default_label_config(),
-                           rows=demo_rows(), backend_url=backend_url, retrieve=False, backend_auth=backend_auth)
+    report = setup_project(
+        ls,
+        title=DEMO_TITLE,
+        label_config=label_config or default_label_config(),
+        rows=demo_rows(),
+        backend_url=backend_url,
+        retrieve=False,
+        backend_auth=backend_auth,
+    )
     if report.model_version is None:
         request_training(backend_url, report.project, backend_auth, webhook_secret)
         report.training_requested = True

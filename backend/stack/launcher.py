@@ -53,7 +53,7 @@ class LocalStack:
     workers: list = field(default_factory=list)
 
     @classmethod
-    def from_environment(cls) -> "LocalStack":
+    def from_environment(cls) -> LocalStack:
         """The settings of the environment over those of `.env` (the file docker compose reads)."""
         env = {k: v for k, v in {**dotenv_values(ROOT / ".env"), **os.environ}.items() if v}  # empty = default
         folder = Path(env.get("STACK_DIR", ROOT / ".stack")).resolve()
@@ -74,10 +74,16 @@ class LocalStack:
     @property
     def env(self) -> dict:
         """The backend's and the workers' settings, as docker-compose.yml's x-backend-env gives them."""
-        return {"MODEL_DIR": str(self.folder / "models"), "REDIS_URL": self.redis_url, "LABEL_STUDIO_URL": self.ls_url,
-                "LABEL_STUDIO_API_KEY": self.token, "HF_HUB_OFFLINE": self.hf_offline, **self.settings_env}
+        return {
+            "MODEL_DIR": str(self.folder / "models"),
+            "REDIS_URL": self.redis_url,
+            "LABEL_STUDIO_URL": self.ls_url,
+            "LABEL_STUDIO_API_KEY": self.token,
+            "HF_HUB_OFFLINE": self.hf_offline,
+            **self.settings_env,
+        }
 
-    def start(self) -> "LocalStack":
+    def start(self) -> LocalStack:
         (self.folder / "label-studio").mkdir(parents=True, exist_ok=True)
         (self.folder / "redis").mkdir(exist_ok=True)
         try:
@@ -87,16 +93,22 @@ class LocalStack:
                 self.redis_url = redis.url
             print(f"redis: {self.redis_url}", flush=True)
             print(f"starting Label Studio on port {self.ls_port} (about a minute the first time) ...", flush=True)
-            ls_proc, self.ls_url = start_label_studio(self.ls_binary, self.folder / "label-studio", self.ls_port,
-                                                      username=self.username, password=self.password,
-                                                      token=self.token)
+            ls_proc, self.ls_url = start_label_studio(
+                self.ls_binary,
+                self.folder / "label-studio",
+                self.ls_port,
+                username=self.username,
+                password=self.password,
+                token=self.token,
+            )
             self.processes.append(ls_proc)
             backend_proc, self.backend_url = start_backend(self.env, self.port, self.folder / "backend.log")
             self.processes.append(backend_proc)
             self.start_worker()
             auth = Settings(**{k.lower(): v for k, v in self.settings_env.items()}).basic_auth
-            dashboard, self.dashboard_url = start_dashboard(self.redis_url, self.dashboard_port,
-                                                            self.folder / "rq-dashboard.log", auth)
+            dashboard, self.dashboard_url = start_dashboard(
+                self.redis_url, self.dashboard_port, self.folder / "rq-dashboard.log", auth
+            )
             self.processes.append(dashboard)
         except BaseException:
             self.stop()
@@ -136,14 +148,24 @@ def run() -> None:
     try:
         stack.start()
         settings = Settings()  # the backend's auth and webhook secret, from the same environment and .env
-        report = setup_demo(LabelStudio(base_url=stack.ls_url, api_key=stack.token), stack.backend_url,
-                            backend_auth=settings.basic_auth, webhook_secret=settings.webhook_secret)
+        report = setup_demo(
+            LabelStudio(base_url=stack.ls_url, api_key=stack.token),
+            stack.backend_url,
+            backend_auth=settings.basic_auth,
+            webhook_secret=settings.webhook_secret,
+        )
         if report.training_requested:
-            print(f"training a first model on the {report.annotated or 'labeled'} demo labels in the background; "
-                  "the queue switches to uncertainty order when it is done (worker.log)", flush=True)
-        print(f"\nLabel Studio: {stack.ls_url}/projects/{report.project}  login {stack.username} / {stack.password}\n"
-              f"API token: {stack.token}\nbackend: {stack.backend_url}  rq-dashboard: {stack.dashboard_url}  "
-              f"logs: {stack.folder}\nCtrl-C stops everything.", flush=True)
+            print(
+                f"training a first model on the {report.annotated or 'labeled'} demo labels in the background; "
+                "the queue switches to uncertainty order when it is done (worker.log)",
+                flush=True,
+            )
+        print(
+            f"\nLabel Studio: {stack.ls_url}/projects/{report.project}  login {stack.username} / {stack.password}\n"
+            f"API token: {stack.token}\nbackend: {stack.backend_url}  rq-dashboard: {stack.dashboard_url}  "
+            f"logs: {stack.folder}\nCtrl-C stops everything.",
+            flush=True,
+        )
         while stack.running():
             time.sleep(1)
         print(f"a process of the stack exited; stopping the others (logs in {stack.folder})", flush=True)

@@ -31,8 +31,9 @@ def free_port() -> int:
 
 def start(cmd, env: dict, log: Path) -> subprocess.Popen:
     """A process in its own session, so that stop() and kill() reach its children (gunicorn, RQ horses)."""
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log.open("a"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, env={**os.environ, **env}, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -73,11 +74,23 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes" if self.persist else "no", "--dir", str(self.folder)],
-            stdout=(self.folder / "redis.log").open("a"), stderr=subprocess.STDOUT,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.persist else "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=(self.folder / "redis.log").open("a"),
+            stderr=subprocess.STDOUT,
         )
         import redis
 
@@ -100,8 +113,9 @@ class RedisServer:
             self.proc.wait(timeout=10)
 
 
-def start_http(cmd, env: dict, port: int, log: Path, timeout: float, ready: str = "/health",
-               auth: tuple | None = None) -> tuple[subprocess.Popen, str]:
+def start_http(
+    cmd, env: dict, port: int, log: Path, timeout: float, ready: str = "/health", auth: tuple | None = None
+) -> tuple[subprocess.Popen, str]:
     """Start a server and wait until `ready` answers 200; (process, base URL)."""
     proc = start(cmd, env, log)
     url = f"http://127.0.0.1:{port}"
@@ -113,11 +127,25 @@ def start_http(cmd, env: dict, port: int, log: Path, timeout: float, ready: str 
     return proc, url
 
 
-def start_label_studio(binary: str, data_dir: Path, port: int, *, username: str, password: str, token: str,
-                       timeout: float = 300) -> tuple[subprocess.Popen, str]:
+def start_label_studio(
+    binary: str, data_dir: Path, port: int, *, username: str, password: str, token: str, timeout: float = 300
+) -> tuple[subprocess.Popen, str]:
     env = {"LABEL_STUDIO_BASE_DATA_DIR": str(data_dir), **LABEL_STUDIO_ENV}
-    cmd = [binary, "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port),
-           "--username", username, "--password", password, "--user-token", token]
+    cmd = [
+        binary,
+        "start",
+        "--no-browser",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--username",
+        username,
+        "--password",
+        password,
+        "--user-token",
+        token,
+    ]
     return start_http(cmd, env, port, data_dir / "label-studio.log", timeout)
 
 
@@ -130,8 +158,9 @@ def start_worker(env: dict, log: Path) -> subprocess.Popen:
     return start([sys.executable, "-m", "backend", "worker"], env, log)
 
 
-def start_dashboard(redis_url: str, port: int, log: Path, auth: tuple | None = None,
-                    timeout: float = 60) -> tuple[subprocess.Popen, str]:
+def start_dashboard(
+    redis_url: str, port: int, log: Path, auth: tuple | None = None, timeout: float = 60
+) -> tuple[subprocess.Popen, str]:
     """rq-dashboard: the retraining queue, its jobs and workers in a browser (behind the backend's basic auth)."""
     cmd = [sys.executable, "-m", "rq_dashboard", "--redis-url", redis_url, "--bind", "127.0.0.1", "--port", str(port)]
     env = {"RQ_DASHBOARD_USERNAME": auth[0], "RQ_DASHBOARD_PASSWORD": auth[1]} if auth else {}

@@ -18,8 +18,15 @@ from tests.helpers import LABEL_CONFIG, ROOT, read_demo
 pytestmark = pytest.mark.e2e
 
 # Without the networking flags, Chromium keeps calling Google's services, which this closed network refuses.
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +53,25 @@ def test_annotator_sees_the_pre_annotation_of_the_most_uncertain_task(stack, chr
 
     ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
     pool = [{"id": f"b{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[60:80])]
-    pid = setup_project(ls, title="browser e2e", label_config=LABEL_CONFIG, rows=pool,
-                        backend_url=stack.backend_url).project
+    pid = setup_project(
+        ls, title="browser e2e", label_config=LABEL_CONFIG, rows=pool, backend_url=stack.backend_url
+    ).project
     predictions = {}
     for task in ls.tasks.list(project=pid, fields="all", page_size=100):
         (prediction,) = [p if isinstance(p, dict) else p.model_dump() for p in task.predictions]
-        predictions[task.id] = (prediction["score"], prediction["result"][0]["value"]["choices"][0],
-                                prediction["model_version"])
+        predictions[task.id] = (
+            prediction["score"],
+            prediction["result"][0]["value"]["choices"][0],
+            prediction["model_version"],
+        )
     first = min(predictions, key=lambda t: predictions[t][0])
     _, label, version = predictions[first]
-    views = requests.get(f"{stack.ls_url}/api/dm/views/", params={"project": pid},
-                         headers={"Authorization": f"Token {stack.token}"}, timeout=30).json()
+    views = requests.get(
+        f"{stack.ls_url}/api/dm/views/",
+        params={"project": pid},
+        headers={"Authorization": f"Token {stack.token}"},
+        timeout=30,
+    ).json()
     tab = next(v["id"] for v in views if v["data"].get("title") == MOST_UNCERTAIN)
 
     with sync_playwright() as playwright:

@@ -34,8 +34,7 @@ def test_predictions_and_uncertainty_sampling_in_label_studio(label_studio, back
     project = ls.projects.create(title="e2e xenofobia", label_config=LABEL_CONFIG)
     ls.projects.import_tasks(id=project.id, request=[{"text": t} for t in texts])
     ls.ml.create(project=project.id, url=backend_url, title="tweets")
-    ls.actions.create(id="retrieve_tasks_predictions", project=project.id,
-                      selected_items={"all": True, "excluded": []})
+    ls.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []})
 
     tasks = list(ls.tasks.list(project=project.id, page_size=100))
     assert len(tasks) == len(texts)
@@ -56,12 +55,17 @@ def test_predictions_and_uncertainty_sampling_in_label_studio(label_studio, back
 
     # Both gunicorn workers' counters add up in /metrics.
     served = requests.get(f"{backend_url}/metrics", timeout=10).text
-    line = next(l for l in served.splitlines() if l.startswith(f'ml_backend_predictions_total{{model_version="{version.name}"}}'))
+    line = next(
+        row
+        for row in served.splitlines()
+        if row.startswith(f'ml_backend_predictions_total{{model_version="{version.name}"}}')
+    )
     assert float(line.split()[-1]) >= len(texts)
 
     ls.projects.update(id=project.id, sampling="Uncertainty sampling", model_version=version.name)
-    answer = requests.get(f"{url}/api/projects/{project.id}/next", headers={"Authorization": f"Token {token}"},
-                          timeout=30)
+    answer = requests.get(
+        f"{url}/api/projects/{project.id}/next", headers={"Authorization": f"Token {token}"}, timeout=30
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json()["id"] == min(scores, key=scores.get)
 
@@ -73,14 +77,17 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
 
     url, token = label_studio
     ls = LabelStudio(base_url=url, api_key=token)
-    labeled = [{"id": f"l{i}", "text": r["text"], "label": r["label"]}
-               for i, r in enumerate(read_demo("tweets_labeled.csv")[:10])]
+    labeled = [
+        {"id": f"l{i}", "text": r["text"], "label": r["label"]}
+        for i, r in enumerate(read_demo("tweets_labeled.csv")[:10])
+    ]
     pool = [{"id": f"p{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[:20])]
     version = Registry(trained_model_dir).current("default").name
 
     def run(rows):
-        return setup_project(ls, title="setup e2e", label_config=LABEL_CONFIG, rows=rows, backend_url=backend_url,
-                             threshold=0.25)
+        return setup_project(
+            ls, title="setup e2e", label_config=LABEL_CONFIG, rows=rows, backend_url=backend_url, threshold=0.25
+        )
 
     first = run(labeled + pool)
     assert first.created and (first.imported, first.annotated, first.already_there) == (30, 10, 0)
@@ -97,7 +104,9 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
     assert len(tasks) == 31
     assert sum(1 for t in tasks if t.annotations) == 10
     assert len(ls.ml.list(project=pid)) == 1
-    titles = [(v if isinstance(v, dict) else v.model_dump()).get("data", {}).get("title") for v in ls.views.list(project=pid)]
+    titles = [
+        (v if isinstance(v, dict) else v.model_dump()).get("data", {}).get("title") for v in ls.views.list(project=pid)
+    ]
     assert titles.count(MOST_UNCERTAIN) == 1 and titles.count(uncertain_tab(0.25)) == 1
     project = ls.projects.get(id=pid)
     assert project.model_version == version and project.sampling == "Uncertainty sampling"
@@ -109,16 +118,17 @@ def test_export_matches_the_predictions_in_label_studio(label_studio, backend_ur
 
     from label_studio_sdk import LabelStudio
 
-    from backend.labelstudio.project_setup import setup_project
     from backend.export import export_project
+    from backend.labelstudio.project_setup import setup_project
     from backend.settings import Settings
 
     url, token = label_studio
     ls = LabelStudio(base_url=url, api_key=token)
     pool = [{"id": f"x{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[30:55])]
     pid = setup_project(ls, title="export e2e", label_config=LABEL_CONFIG, rows=pool, backend_url=backend_url).project
-    settings = Settings(model_dir=trained_model_dir, label_studio_url=url, label_studio_api_key=token,
-                        inference_dtype="float32")
+    settings = Settings(
+        model_dir=trained_model_dir, label_studio_url=url, label_studio_api_key=token, inference_dtype="float32"
+    )
 
     assert export_project(pid, tmp_path / "all.json", settings) == len(pool)
     table = json.loads((tmp_path / "all.json").read_text(encoding="utf-8"))
@@ -164,8 +174,9 @@ def test_setup_and_export_work_with_a_personal_access_token(stack, tmp_path):
     env = {**os.environ, **stack.env, "LABEL_STUDIO_API_KEY": pat}
 
     def cli(*args):
-        answer = subprocess.run([sys.executable, "-m", "backend", *args], env=env, cwd=ROOT, capture_output=True,
-                                text=True, timeout=300)
+        answer = subprocess.run(
+            [sys.executable, "-m", "backend", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
         assert answer.returncode == 0, answer.stderr[-3000:]
         return answer.stdout
 
@@ -191,8 +202,9 @@ def test_a_backend_behind_basic_auth_is_connected_with_its_credentials(stack, tm
         assert requests.post(f"{url}/setup", json={"schema": LABEL_CONFIG}, timeout=5).status_code == 401
         ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
         pool = [{"id": f"a{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[100:106])]
-        report = setup_project(ls, title="basic auth e2e", label_config=LABEL_CONFIG, rows=pool, backend_url=url,
-                               backend_auth=auth)
+        report = setup_project(
+            ls, title="basic auth e2e", label_config=LABEL_CONFIG, rows=pool, backend_url=url, backend_auth=auth
+        )
         version = Registry(stack.folder / "models").current("default").name
         assert report.model_version == version
         tasks = list(ls.tasks.list(project=report.project, fields="all", page_size=100))

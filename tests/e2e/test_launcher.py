@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -17,12 +18,20 @@ pytestmark = pytest.mark.e2e
 
 
 def _launch(stack_dir, ls_port, port, dashboard_port, log):
-    env = {**os.environ, "STACK_DIR": str(stack_dir), "LABEL_STUDIO_PORT": str(ls_port), "PORT": str(port),
-           "RQ_DASHBOARD_PORT": str(dashboard_port), "LABEL_STUDIO_PASSWORD": "launcher-pass-1", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "STACK_DIR": str(stack_dir),
+        "LABEL_STUDIO_PORT": str(ls_port),
+        "PORT": str(port),
+        "RQ_DASHBOARD_PORT": str(dashboard_port),
+        "LABEL_STUDIO_PASSWORD": "launcher-pass-1",
+        "HF_HUB_OFFLINE": "1",
+    }
     env.pop("REDIS_URL", None)
     env.pop("LABEL_STUDIO_API_KEY", None)
-    return subprocess.Popen([sys.executable, "-m", "backend", "run"], env=env, cwd=ROOT, stdout=log.open("a"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "backend", "run"], env=env, cwd=ROOT, stdout=log.open("a"), stderr=subprocess.STDOUT
+    )
 
 
 def _wait_for(log, text, proc, seconds):
@@ -69,6 +78,6 @@ def test_make_run_brings_up_the_demo_and_stops_cleanly(label_studio_binary, tmp_
             proc.wait(timeout=60)
         # Ctrl-C stopped every process it started.
         for child in children:
-            assert not os.path.exists(f"/proc/{child}") or "Z" in open(f"/proc/{child}/stat").read().split()[2]
+            assert not os.path.exists(f"/proc/{child}") or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{url}/health", timeout=2)

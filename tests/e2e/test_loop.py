@@ -3,8 +3,6 @@ real RQ workers and the backend under gunicorn. Annotations made through Label S
 Label Studio sends them.
 """
 
-import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +13,10 @@ import requests
 from rq.job import Job
 
 from backend.labelstudio.label_config import parse_label_config
-from backend.retraining.policy import connect
 from backend.models.loader import load_version
 from backend.predictions import class_probabilities
 from backend.registry import Registry
+from backend.retraining.policy import connect
 from backend.settings import Settings
 from backend.stack.launcher import LocalStack
 from backend.stack.processes import stop
@@ -26,9 +24,11 @@ from tests.helpers import CONFIG, LABEL_CONFIG, kill_tree, read_demo
 
 pytestmark = pytest.mark.e2e
 
+
 @dataclass
 class Loop:
     """The stack `make run` starts (the `stack` fixture), seen from the loop's side."""
+
     local: LocalStack
 
     @property
@@ -53,8 +53,9 @@ class Loop:
         return (self.local.folder / "worker.log").read_text()[-4000:]
 
     def webhook(self, action: str, project: int) -> dict:
-        answer = requests.post(f"{self.backend_url}/webhook", json={"action": action, "project": {"id": project}},
-                               timeout=5)
+        answer = requests.post(
+            f"{self.backend_url}/webhook", json={"action": action, "project": {"id": project}}, timeout=5
+        )
         assert answer.status_code == 200, answer.text
         return answer.json()
 
@@ -87,13 +88,16 @@ def project(loop):
     pool = [r["text"] for r in read_demo("tweets_pool.csv")[:36]]
     ls = loop.ls
     created = ls.projects.create(title="e2e loop", label_config=LABEL_CONFIG)
-    answer = ls.projects.import_tasks(id=created.id, request=[{"text": r["text"]} for r in to_label] +
-                                      [{"text": t} for t in pool], return_task_ids=True)
+    answer = ls.projects.import_tasks(
+        id=created.id,
+        request=[{"text": r["text"]} for r in to_label] + [{"text": t} for t in pool],
+        return_task_ids=True,
+    )
     ids = list(answer.task_ids)
     # Connecting the backend makes Label Studio send every event to <backend>/webhook.
     ls.ml.create(project=created.id, url=loop.backend_url, title="tweets")
     ls.projects.update(id=created.id, sampling="Uncertainty sampling")
-    return created.id, list(zip(ids[:12], [r["label"] for r in to_label])), ids[12:]
+    return created.id, list(zip(ids[:12], [r["label"] for r in to_label], strict=True)), ids[12:]
 
 
 def _wait_job(loop, job_id: str, seconds: float = 120) -> Job:
@@ -129,8 +133,9 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
     assert current.metadata["label_counts"] == {"ok": 8, "xenófobo": 4}
     # Every gunicorn worker reports it, without restart.
     for _ in range(4):
-        setup = requests.post(f"{loop.backend_url}/setup",
-                              json={"project": f"{pid}.1700000000", "schema": LABEL_CONFIG}, timeout=5)
+        setup = requests.post(
+            f"{loop.backend_url}/setup", json={"project": f"{pid}.1700000000", "schema": LABEL_CONFIG}, timeout=5
+        )
         assert setup.json()["model_version"] == version
 
     # Every unlabeled task carries one prediction of the new version, scored by its margin.
@@ -149,8 +154,9 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
     assert sorted(scores) == sorted(unlabeled)
 
     # Uncertainty sampling now serves the task the new model is least sure of.
-    answer = requests.get(f"{loop.ls_url}/api/projects/{pid}/next",
-                          headers={"Authorization": f"Token {loop.token}"}, timeout=30)
+    answer = requests.get(
+        f"{loop.ls_url}/api/projects/{pid}/next", headers={"Authorization": f"Token {loop.token}"}, timeout=30
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json()["id"] == min(scores, key=scores.get)
 
@@ -188,8 +194,11 @@ def test_worker_killed_mid_training_keeps_the_previous_version(loop, project):
     # Label Studio keeps the predictions of the serving version only (deleted right after the switch).
     deadline = time.time() + 30
     while True:
-        versions = requests.get(f"{loop.ls_url}/api/projects/{pid}/model-versions/",
-                                headers={"Authorization": f"Token {loop.token}"}, timeout=30).json()
+        versions = requests.get(
+            f"{loop.ls_url}/api/projects/{pid}/model-versions/",
+            headers={"Authorization": f"Token {loop.token}"},
+            timeout=30,
+        ).json()
         if set(versions) == {after} or time.time() > deadline:
             break
         time.sleep(0.5)
