@@ -18,8 +18,6 @@ RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
     && useradd --create-home --uid 1000 app \
     && mkdir -p /data/models /home/app/.cache/huggingface \
     && chown -R app /data /home/app/.cache
-# Commands run from /app, where backend/ finds ../label_config.xml (setup-project's default config).
-COPY label_config.xml ./
 
 USER app
 VOLUME ["/data/models"]
