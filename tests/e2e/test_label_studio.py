@@ -9,6 +9,7 @@ from backend.models.loader import load_version
 from backend.predictions import class_probabilities
 from backend.registry import Registry
 from backend.settings import Settings
+from backend.tables import read_csv
 from tests.helpers import LABEL_CONFIG, read_demo
 
 pytestmark = pytest.mark.e2e
@@ -113,7 +114,6 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
 
 
 def test_export_matches_the_predictions_in_label_studio(label_studio, backend_url, trained_model_dir, tmp_path):
-    import csv
     import json
 
     from label_studio_sdk import LabelStudio
@@ -146,8 +146,7 @@ def test_export_matches_the_predictions_in_label_studio(label_studio, backend_ur
     margins = sorted(r["margin"] for r in table)
     threshold = (margins[9] + margins[10]) / 2
     kept = export_project(pid, tmp_path / "uncertain.csv", settings, threshold=threshold)
-    with (tmp_path / "uncertain.csv").open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv(tmp_path / "uncertain.csv")
     assert kept == len(rows) == 10 and all(float(r["margin"]) <= threshold for r in rows)
     assert list(rows[0]) == ["id", "text", "p_ok", "p_xenófobo", "margin", "label"]
 
@@ -184,8 +183,7 @@ def test_setup_and_export_work_with_a_personal_access_token(stack, tmp_path):
     assert "created; 5 tweets imported" in out
     pid = int(out.split()[1].rstrip(":"))
     cli("export", "--project", str(pid), "--out", str(tmp_path / "out.csv"))
-    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as handle:
-        assert len(list(csv.DictReader(handle))) == 5
+    assert len(read_csv(tmp_path / "out.csv")) == 5
 
 
 def test_a_backend_behind_basic_auth_is_connected_with_its_credentials(stack, tmp_path):
