@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -142,7 +143,12 @@ def fine_tune(
         trainer.train()
     model.eval()
     classifier = TransformerClassifier(
-        model=model, tokenizer=tokenizer, labels=tuple(classes), version="candidate", trained=True,
-        max_length=config.max_length, normalize=config.normalize,
+        model=model,
+        tokenizer=tokenizer,
+        labels=tuple(classes),
+        version="candidate",
+        trained=True,
+        max_length=config.max_length,
+        normalize=config.normalize,
     )
     return classifier, epochs

@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,7 +54,7 @@ class TransformerClassifier:
         batch_size: int = 64,
         normalize: bool = True,
         dtype: str = "float32",
-    ) -> "TransformerClassifier":
+    ) -> TransformerClassifier:
         log.info("loading model %s from %s", version, source)
         tokenizer = AutoTokenizer.from_pretrained(str(source))
         model, info = AutoModelForSequenceClassification.from_pretrained(str(source), output_loading_info=True)

@@ -1,0 +1,69 @@
+"""What every model kind offers, and what is the same for all of them: held-out evaluation, the labels check."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+from ..errors import NoTrainingData
+
+
+class TextClassifier(Protocol):
+    kind: str  # recorded in a version's metadata; models/loader.py dispatches on it
+    labels: tuple[str, ...]  # class name of each probability column
+    version: str
+    trained: bool  # False while its outputs mean nothing yet (e.g. a freshly initialized head)
+
+    def serves(self, classes: Sequence[str]) -> bool:
+        """True when it is trained and its outputs are exactly the project's classes (in any order)."""
+        ...
+
+    def predict_proba(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """(len(texts), len(labels)) class probabilities, rows in the order of `texts`."""
+        ...
+
+    def save(self, folder: Path) -> None:
+        """Write everything `load` needs into `folder` (the registry's staging folder)."""
+        ...
+
+
+def serves(labels: Sequence[str], trained: bool, classes: Sequence[str]) -> bool:
+    return trained and set(labels) == set(classes) and len(labels) == len(classes)
+
+
+def label_shortfall(labels: Sequence[str], classes: Sequence[str], minimum: int) -> dict[str, int]:
+    """{class: count} of the classes with fewer than `minimum` labels (empty: enough to train)."""
+    counts = Counter(labels)
+    return {c: counts.get(c, 0) for c in classes if counts.get(c, 0) < minimum}
+
+
+def check_labels(labels: Sequence[str], classes: Sequence[str], minimum: int) -> Counter:
+    """The label counts; NoTrainingData when a label is not a class or a class has fewer than `minimum`."""
+    counts = Counter(labels)
+    unknown = sorted(set(counts) - set(classes))
+    if unknown:
+        raise NoTrainingData(f"labels {unknown} are not among the classes {list(classes)}")
+    short = label_shortfall(labels, classes, minimum)
+    if short:
+        raise NoTrainingData(
+            f"too few labels to train: {dict(counts)}; every class needs at least {minimum} (short: {short})"
+        )
+    return counts
+
+
+def evaluate(classifier: TextClassifier, texts: Sequence[str], labels: Sequence[str]) -> dict:
+    """Accuracy, F1 per class and macro F1 of `classifier` on labeled texts it did not train on."""
+    probs = classifier.predict_proba(texts)
+    predicted = [classifier.labels[i] for i in probs.argmax(axis=1)]
+    per_class = f1_score(labels, predicted, labels=list(classifier.labels), average=None, zero_division=0)
+    return {
+        "n": len(labels),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "f1_macro": float(np.mean(per_class)),
+        "f1": {name: float(f) for name, f in zip(classifier.labels, per_class, strict=True)},
+    }
