@@ -136,8 +136,12 @@ def create_app(
     @app.get("/versions")
     def versions():
         scope = scope_of(request.args.get("project"))
-        names = [v.name for v in store.registry.versions(scope)]
-        return jsonify(versions=names, current=store.version_for(scope))
+        versions = store.registry.versions(scope)
+        return jsonify(
+            versions=[v.name for v in versions],
+            current=store.version_for(scope),
+            details=[v.summary() for v in versions],
+        )
 
     @app.get("/metrics")
     def prometheus():

@@ -24,15 +24,15 @@ def main(argv: list[str] | None = None) -> None:
 
     train = commands.add_parser(
         "train",
-        help="fine-tune on a labeled CSV (text,label) and store a version, with "
-        "the worker's recipe (TRAIN_EPOCHS, TRAIN_LEARNING_RATE, TRAIN_MIN_STEPS)",
+        help="train the candidate kinds (MODEL_KINDS) on a labeled CSV (text,label) as the worker does, and "
+        "store and promote the best (the transformer with TRAIN_EPOCHS, TRAIN_LEARNING_RATE, TRAIN_MIN_STEPS)",
     )
     train.add_argument("--csv", required=True, type=Path)
     train.add_argument("--project", help="Label Studio project id (default: the version every project uses)")
     train.add_argument("--base-model", help="model to fine-tune (default: MODEL_NAME)")
     train.add_argument("--epochs", type=float, help="default: TRAIN_EPOCHS")
     train.add_argument("--learning-rate", type=float, help="default: TRAIN_LEARNING_RATE")
-    train.add_argument("--eval-fraction", type=float, help="share held out for the stored metrics (default 0.2)")
+    train.add_argument("--kinds", help="candidate model kinds, comma-separated (default: MODEL_KINDS)")
 
     predict = commands.add_parser("predict", help="score a CSV (id,text) offline, most uncertain first")
     predict.add_argument("--csv", required=True, type=Path)
@@ -73,6 +73,22 @@ def main(argv: list[str] | None = None) -> None:
         help="the whole stack locally (Redis, Label Studio, backend, worker) with a demo project; Ctrl-C stops it",
     )
 
+    simulate = commands.add_parser(
+        "simulate",
+        help="replay the loop on labeled tweets: uncertainty against random sampling, curves and labels saved",
+    )
+    simulate.add_argument("--pool", required=True, type=Path, help="labeled tweets (text,label): the pool")
+    simulate.add_argument("--test", type=Path, help="labeled tweets to test on (default: --test-size of the pool)")
+    simulate.add_argument("--test-size", type=float, default=0.3, help="share of --pool held out per seed")
+    simulate.add_argument("--strategies", default="margin,random", help="random and/or uncertainty strategies")
+    simulate.add_argument("--kinds", help="model kinds, comma-separated (default: MODEL_KINDS)")
+    simulate.add_argument("--batch", type=int, default=10, help="labels per round (the loop's RETRAIN_EVERY)")
+    simulate.add_argument("--start", type=int, default=10, help="random labels to start from")
+    simulate.add_argument("--max-labels", type=int, default=300)
+    simulate.add_argument("--steps", default="50,100,150,200,300", help="label counts the printed table shows")
+    simulate.add_argument("--seeds", type=int, default=5)
+    simulate.add_argument("--out", type=Path, default=Path("simulation"), help="folder for JSON, CSV and chart")
+
     worker = commands.add_parser("worker", help="run an RQ worker for the retraining and re-scoring jobs")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
 
@@ -87,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
             "serve": _serve,
             "worker": _worker,
             "train": _train,
+            "simulate": _simulate,
             "predict": _predict,
             "versions": _versions,
             "rollback": _rollback,
@@ -188,20 +205,60 @@ def _train(args, settings: Settings) -> None:
     from .tables import read_csv
 
     rows = [r for r in read_csv(args.csv, ["text", "label"]) if r["label"].strip()]
-    config = TrainConfig.from_settings(
-        settings, warm=False, epochs=args.epochs, learning_rate=args.learning_rate, eval_fraction=args.eval_fraction
-    )
-    version = train_version(
+    if args.kinds:
+        settings = settings.model_copy(
+            update={"model_kinds": Settings.model_validate({"model_kinds": args.kinds}).model_kinds}
+        )
+    registry = Registry(settings.model_dir)
+    scope = scope_of(args.project)
+    outcome = train_version(
         [r["text"] for r in rows],
         [r["label"].strip() for r in rows],
         sorted({r["label"].strip() for r in rows}),
-        base_model=args.base_model or settings.model_name,
-        registry=Registry(settings.model_dir),
-        scope=scope_of(args.project),
-        config=config,
+        kinds=settings.kinds,
+        settings=settings.model_copy(update={"model_name": args.base_model}) if args.base_model else settings,
+        registry=registry,
+        scope=scope,
+        serving=registry.current(scope),
+        train_config=TrainConfig.from_settings(
+            settings, warm=False, epochs=args.epochs, learning_rate=args.learning_rate
+        ),
     )
-    print(f"stored and promoted {version.name} at {version.path}")
-    print(f"held-out metrics: {version.metadata.get('metrics') or 'none (too few labels to hold some out)'}")
+    print(outcome.decision)
+    if outcome.version is not None:
+        print(f"stored and promoted {outcome.version.name} at {outcome.version.path}")
+
+
+def _simulate(args, settings: Settings) -> None:
+    from .labelstudio.label_config import default_label_config, parse_label_config
+    from .simulation import SimulationConfig, format_summary, simulate
+    from .tables import read_csv
+
+    kinds = Settings.model_validate({"model_kinds": args.kinds}).kinds if args.kinds else None
+    config = SimulationConfig(
+        strategies=[s.strip() for s in args.strategies.split(",") if s.strip()],
+        kinds=kinds,
+        batch=args.batch,
+        start=args.start,
+        max_labels=args.max_labels,
+        seeds=args.seeds,
+        test_size=args.test_size,
+        report_at=[int(n) for n in args.steps.split(",")],
+    )
+    classes = parse_label_config(default_label_config()).classes
+    # One line per training would break the progress bar; the report has every figure.
+    for name in ("backend.registry", "backend.models"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    report = simulate(
+        read_csv(args.pool, ["text", "label"]),
+        read_csv(args.test, ["text", "label"]) if args.test else None,
+        classes,
+        config=config,
+        settings=settings,
+        out=args.out,
+    )
+    print(format_summary(report))
+    print(f"curves, table and chart in {args.out}/")
 
 
 def _predict(args, settings: Settings) -> None:
@@ -234,10 +291,12 @@ def _versions(args, settings: Settings) -> None:
     for scope in scopes:
         current = registry.current(scope)
         for version in registry.versions(scope):
-            meta = version.metadata
-            f1 = meta.get("metrics", {}).get("f1_macro")
+            info = version.summary()
             mark = "*" if current and current.name == version.name else " "
+            score = "-" if info["score"] is None else f"{info['score']:.3f}"
             print(
-                f"{mark} {scope:>8} {version.name:<20} labels={meta.get('labels_used', '?'):<6} "
-                f"f1_macro={f1 if f1 is None else round(f1, 3)}  {meta.get('created_at', '')}"
+                f"{mark} {scope:>8} {version.name:<20} {info['kind']:<12} labels={info['labels'] or '?':<6} "
+                f"{info['metric']}={score}  {info['created_at'] or ''}"
             )
+            if info["decision"]:
+                print(f"{'':11}{info['decision']}")

@@ -65,6 +65,27 @@ class Version:
         except FileNotFoundError:
             return {}
 
+    def summary(self) -> dict:
+        """What `versions` and /versions show: kind, labels, the figure it was chosen by, the decision."""
+        meta = self.metadata
+        metric = meta.get("selection_metric", "f1_macro")
+        metrics = meta.get("metrics") or {}
+        score = metrics.get("f1_macro") if metric == "f1_macro" else (metrics.get("f1") or {}).get(metric[3:])
+        return {
+            "version": self.name,
+            "kind": meta.get("kind", "transformer"),
+            "labels": meta.get("labels_used"),
+            "metric": metric,
+            "score": score,
+            "temperature": meta.get("temperature", 1.0),
+            "candidates": [
+                {k: c.get(k) for k in ("kind", "version", "score", "evaluated_on", "skipped") if k in c}
+                for c in meta.get("candidates", [])
+            ],
+            "decision": meta.get("decision"),
+            "created_at": meta.get("created_at"),
+        }
+
 
 class Registry:
     def __init__(self, root: str | Path):

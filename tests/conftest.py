@@ -21,18 +21,18 @@ from tests.helpers import CONFIG, read_demo  # noqa: E402
 
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory) -> Path:
-    """MODEL_DIR holding one default version fine-tuned briefly on the demo tweets (real training)."""
+    """MODEL_DIR holding one default transformer version fine-tuned briefly on the demo tweets (real training)."""
     model_dir = tmp_path_factory.mktemp("models")
     rows = read_demo("tweets_labeled.csv")
-    settings = Settings(model_dir=model_dir)
     train_version(
         [r["text"] for r in rows],
         [r["label"] for r in rows],
         CONFIG.classes,
-        base_model=settings.model_name,
+        kinds=["transformer"],
+        settings=Settings(model_dir=model_dir),
         registry=Registry(model_dir),
         scope="default",
-        config=TrainConfig(epochs=2, learning_rate=1e-4, min_steps=0, eval_fraction=0.2, progress=False),
+        train_config=TrainConfig(epochs=2, learning_rate=1e-4, min_steps=0, progress=False),
     )
     return model_dir
 
@@ -86,6 +86,10 @@ def label_studio_binary() -> str:
 # `make run` has it.
 E2E_SETTINGS = {
     "INFERENCE_DTYPE": "float32",
+    # Both kinds: fast runs (linear) every RETRAIN_EVERY annotations, full runs (and the transformer) on Start
+    # Training only.
+    "MODEL_KINDS": "linear,transformer",
+    "TRANSFORMER_EVERY": "1000",
     "LABEL_STUDIO_ATTEMPTS": "3",
     "LABEL_STUDIO_BACKOFF": "0.2",
     "RETRAIN_EVERY": "10",

@@ -7,6 +7,7 @@ import pytest
 
 from backend.cli import main
 from backend.models.finetune import TrainConfig
+from backend.models.training import Outcome
 from backend.registry import Registry
 from backend.settings import Settings
 from tests.helpers import DEMO, ROOT
@@ -36,9 +37,9 @@ def test_train_uses_the_workers_recipe(tmp_path, monkeypatch):
     """Same epochs, learning rate and minimum steps as the worker's first (cold) training, unless overridden."""
     configs = []
 
-    def record(*args, config, **kwargs):
-        configs.append(config)
-        return Registry(tmp_path).store("default", _Stub(), {})
+    def record(*args, train_config, **kwargs):
+        configs.append(train_config)
+        return Outcome(Registry(tmp_path).store("default", _Stub(), {}), "promoted stub")
 
     monkeypatch.setattr("backend.models.training.train_version", record)
     monkeypatch.setenv("TRAIN_LEARNING_RATE", "3e-5")
@@ -47,6 +48,15 @@ def test_train_uses_the_workers_recipe(tmp_path, monkeypatch):
     worker = TrainConfig.from_settings(Settings(), warm=False)
     assert configs[0] == worker and worker.learning_rate == 3e-5
     assert configs[1].epochs == 1.5 and configs[1].learning_rate == 3e-5
+
+
+def test_train_promotes_the_best_of_the_candidate_kinds(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    main(["train", "--csv", str(DEMO / "tweets_labeled.csv"), "--kinds", "linear"])
+    assert "promoted linear" in capsys.readouterr().out
+    version = Registry(tmp_path).current("default")
+    assert version.metadata["kind"] == "linear" and version.metadata["labels_used"] > 100
+    assert "MODEL_KINDS" in _fails(["train", "--csv", str(DEMO / "tweets_labeled.csv"), "--kinds", "svm"], capsys)
 
 
 class _Stub:

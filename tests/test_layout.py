@@ -13,8 +13,8 @@ ROOT = Path(backend.__file__).parent
 
 # Bottom to top: a module may import its own layer and the ones below, never one above.
 LAYERS = [
-    {"errors", "uncertainty", "registry", "tables", "metrics", "models.preprocess", "stack.processes"},
-    {"settings", "labelstudio.label_config", "models.base", "models.transformer"},
+    {"errors", "uncertainty", "calibration", "registry", "tables", "metrics", "models.preprocess", "stack.processes"},
+    {"settings", "labelstudio.label_config", "models.base", "models.transformer", "models.linear"},
     {"labelstudio.client", "labelstudio.project_setup", "models.finetune", "models.loader", "models.training"},
     {"predictions", "model_store", "retraining.policy"},
     {"export", "retraining.jobs", "stack.demo", "api", "simulation"},

@@ -9,9 +9,10 @@ import time
 import pytest
 from redis import Redis
 from rq import Queue
+from rq.job import Job
 
 from backend.api import create_app
-from backend.retraining.policy import TRAIN_FUNC, Decision, RetrainPolicy, connect
+from backend.retraining.policy import FAST, FULL, TRAIN_FUNC, Decision, RetrainPolicy, cadence, connect
 from backend.settings import Settings
 
 PROJECT = 7
@@ -27,24 +28,58 @@ def _train_jobs(queue: Queue) -> list:
 
 
 def test_retrain_after_every_n_annotation_events(queue):
-    loop = RetrainPolicy(queue, retrain_every=3)
+    loop = RetrainPolicy(queue, cadence={FAST: 3})
     assert loop.on_event(PROJECT, "PROJECT_UPDATED")[0] is Decision.IGNORED
     assert loop.on_event(PROJECT, "ANNOTATION_CREATED")[0] is Decision.COUNTED
     assert loop.on_event(PROJECT, "ANNOTATION_UPDATED")[0] is Decision.COUNTED
     decision, job_id = loop.on_event(PROJECT, "ANNOTATION_CREATED")
     assert decision is Decision.QUEUED
     (job,) = _train_jobs(queue)
-    assert job.id == job_id and job.kwargs == {"project": PROJECT}
+    assert job.id == job_id and job.kwargs == {"project": PROJECT, "tier": FAST}
     # A bulk event counts its annotations; the counter restarted at the request.
     assert loop.on_event(PROJECT, "ANNOTATIONS_DELETED", count=2)[0] is Decision.COUNTED
     assert loop.state(PROJECT)["new"] == "2"
 
 
 def test_start_training_requests_at_once_and_projects_are_independent(queue):
-    loop = RetrainPolicy(queue, retrain_every=100)
+    loop = RetrainPolicy(queue, cadence={FAST: 100})
     assert loop.on_event(1, "START_TRAINING")[0] is Decision.QUEUED
     assert loop.on_event(2, "START_TRAINING")[0] is Decision.QUEUED
     assert sorted(job.kwargs["project"] for job in _train_jobs(queue)) == [1, 2]
+
+
+def test_the_tiers_follow_the_model_kinds():
+    assert cadence(Settings(model_kinds="linear", retrain_every=10)) == {FAST: 10}
+    assert cadence(Settings(model_kinds="transformer", retrain_every=10)) == {FULL: 10}
+    assert cadence(Settings(model_kinds="linear,transformer", retrain_every=5, transformer_every=50)) == {
+        FAST: 5,
+        FULL: 50,
+    }
+
+
+def test_fast_runs_every_few_events_and_full_runs_less_often_and_on_start_training(queue):
+    loop = RetrainPolicy(queue, cadence={FAST: 2, FULL: 4})
+    assert loop.on_event(PROJECT, "ANNOTATION_CREATED")[0] is Decision.COUNTED
+    assert loop.on_event(PROJECT, "ANNOTATION_CREATED")[0] is Decision.QUEUED
+    assert [j.kwargs["tier"] for j in _train_jobs(queue)] == [FAST]
+    # 4 events: the full tier's turn too; the fast request joins the fast run still queued.
+    assert loop.on_event(PROJECT, "ANNOTATIONS_CREATED", count=2)[0] is Decision.QUEUED
+    assert sorted(j.kwargs["tier"] for j in _train_jobs(queue)) == [FAST, FULL]
+    assert loop.state(PROJECT, FULL)["queued"] and loop.state(PROJECT, FAST)["queued"]
+    decision, job_id = loop.on_event(9, "START_TRAINING")
+    assert decision is Decision.QUEUED and Job.fetch(job_id, connection=queue.connection).kwargs["tier"] == FULL
+
+
+def test_a_full_run_in_progress_does_not_hold_back_a_fast_run(queue):
+    loop = RetrainPolicy(queue, cadence={FAST: 1, FULL: 100})
+    _, full_job = loop.request(PROJECT, FULL)
+    with loop.run(PROJECT, full_job, FULL) as holds:
+        assert holds
+        decision, fast_job = loop.on_event(PROJECT, "ANNOTATION_CREATED")
+        assert decision is Decision.QUEUED
+        with loop.run(PROJECT, fast_job, FAST) as fast_holds:
+            assert fast_holds  # beside the full run, not after it
+        assert loop.request(PROJECT, FULL)[0] is Decision.FOLLOW_UP
 
 
 def _concurrently(n: int, fn) -> list:
@@ -63,7 +98,7 @@ def _concurrently(n: int, fn) -> list:
 
 
 def test_fifty_concurrent_requests_queue_one_run_and_one_follow_up(queue):
-    loop = RetrainPolicy(queue, retrain_every=1)
+    loop = RetrainPolicy(queue, cadence={FAST: 1})
     decisions = [d for d, _ in _concurrently(50, lambda: loop.on_event(PROJECT, "ANNOTATION_CREATED"))]
     assert decisions.count(Decision.QUEUED) == 1 and decisions.count(Decision.JOINED) == 49
     (job,) = _train_jobs(queue)
@@ -84,7 +119,7 @@ def test_fifty_concurrent_requests_queue_one_run_and_one_follow_up(queue):
 
 
 def test_a_run_without_new_requests_queues_nothing(queue):
-    loop = RetrainPolicy(queue, retrain_every=1)
+    loop = RetrainPolicy(queue, cadence={FAST: 1})
     _, job_id = loop.request(PROJECT)
     queue.empty()
     with loop.run(PROJECT, job_id):
@@ -93,7 +128,7 @@ def test_a_run_without_new_requests_queues_nothing(queue):
 
 
 def test_a_lost_queued_job_is_replaced(queue, monkeypatch):
-    loop = RetrainPolicy(queue, retrain_every=1)
+    loop = RetrainPolicy(queue, cadence={FAST: 1})
     _, lost = loop.request(PROJECT)
     queue.empty()  # deletes the job too
     # Within the grace period the job may still be on its way into RQ: join it.
@@ -119,7 +154,7 @@ def test_a_killed_runs_lease_expires(queue, redis_server, tmp_path):
     try:
         assert proc.stdout.readline().strip() == "holding True"
         time.sleep(2)  # longer than the lease: the holder's renewals keep it alive
-        loop = RetrainPolicy(queue, retrain_every=1)
+        loop = RetrainPolicy(queue, cadence={FAST: 1})
         assert loop.request(PROJECT)[0] is Decision.FOLLOW_UP
     finally:
         proc.kill()

@@ -18,13 +18,19 @@ class TextClassifier(Protocol):
     labels: tuple[str, ...]  # class name of each probability column
     version: str
     trained: bool  # False while its outputs mean nothing yet (e.g. a freshly initialized head)
+    temperature: float
 
     def serves(self, classes: Sequence[str]) -> bool:
         """True when it is trained and its outputs are exactly the project's classes (in any order)."""
         ...
 
     def predict_proba(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        """(len(texts), len(labels)) class probabilities, rows in the order of `texts`."""
+        """(len(texts), len(labels)) class probabilities, rows in the order of `texts` (calibrated: the softmax
+        of the logits divided by the version's temperature)."""
+        ...
+
+    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), len(labels)) class scores before the softmax and the temperature."""
         ...
 
     def save(self, folder: Path) -> None:

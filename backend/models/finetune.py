@@ -43,10 +43,6 @@ class TrainConfig:
     batch_size: int = 16
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    eval_fraction: float = 0.2  # held out for the metrics stored with the version; 0 = train on all
-    # Hold out only when every class keeps this many examples on the evaluation side; else train on all.
-    min_eval_per_class: int = 4
-    min_per_class: int = 2
     seed: int = 42
     max_length: int = 128
     normalize: bool = True

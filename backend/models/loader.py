@@ -14,19 +14,25 @@ from pathlib import Path
 from ..registry import Version
 from ..settings import Settings
 from .base import TextClassifier
+from .linear import LinearClassifier
 from .transformer import TransformerClassifier
 
 log = logging.getLogger(__name__)
 
-KINDS: dict[str, type[TransformerClassifier]] = {TransformerClassifier.kind: TransformerClassifier}
+KINDS: dict[str, type[TransformerClassifier] | type[LinearClassifier]] = {
+    TransformerClassifier.kind: TransformerClassifier,
+    LinearClassifier.kind: LinearClassifier,
+}
 # What the base model answers as its version while its classification head is untrained.
 UNTRAINED = "untrained"
 
 
 def load_version(version: Version, settings: Settings, **overrides) -> TextClassifier:
-    """The classifier stored as `version`; `overrides`: inference options (e.g. dtype="float32")."""
-    kind = version.metadata.get("kind", TransformerClassifier.kind)
-    return _load(kind, version.path, version.name, settings, **overrides)
+    """The classifier stored as `version`, with the temperature it was calibrated with; `overrides`: inference
+    options (e.g. dtype="float32"). Each kind takes the options it knows."""
+    meta = version.metadata
+    kind = meta.get("kind", TransformerClassifier.kind)
+    return _load(kind, version.path, version.name, settings, temperature=meta.get("temperature", 1.0), **overrides)
 
 
 def load_base(settings: Settings, **overrides) -> TextClassifier:

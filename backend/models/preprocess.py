@@ -6,6 +6,7 @@ The same function runs at training and at prediction time, so a model never sees
 
 from __future__ import annotations
 
+import functools
 import re
 
 import emoji
@@ -29,6 +30,8 @@ def _emoji_words(text: str) -> str:
     return words.replace("_", " ")
 
 
+# Pure, and the loop normalizes the same tweets at every retraining.
+@functools.lru_cache(maxsize=200_000)
 def normalize_tweet(text: str) -> str:
     text = _HANDLE.sub("@usuario", text)
     text = _URL.sub("url", text)

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from .. import calibration
 from . import base
 from .preprocess import normalize_tweet
 
@@ -40,6 +41,7 @@ class TransformerClassifier:
     batch_size: int = 64
     normalize: bool = True
     dtype: torch.dtype = torch.float32  # float32, or bfloat16 for autocast inference
+    temperature: float = 1.0  # divides the logits (calibration.py), fitted on held-out labels at training
     # Threads of one server process share the model; torch already uses every core for one batch.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -54,6 +56,7 @@ class TransformerClassifier:
         batch_size: int = 64,
         normalize: bool = True,
         dtype: str = "float32",
+        temperature: float = 1.0,
     ) -> TransformerClassifier:
         log.info("loading model %s from %s", version, source)
         tokenizer = AutoTokenizer.from_pretrained(str(source))
@@ -78,6 +81,7 @@ class TransformerClassifier:
             batch_size=batch_size,
             normalize=normalize,
             dtype=inference_dtype(dtype),
+            temperature=temperature,
         )
 
     def serves(self, classes: Sequence[str]) -> bool:
@@ -92,9 +96,13 @@ class TransformerClassifier:
 
     def predict_proba(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """(len(texts), len(self.labels)) softmax probabilities, rows in the order of `texts`."""
-        probs = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        return calibration.softmax(self.predict_logits(texts, progress=progress), self.temperature).astype(np.float32)
+
+    def predict_logits(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """(len(texts), len(self.labels)) logits, rows in the order of `texts`."""
+        logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         if not texts:
-            return probs
+            return logits
         encoded = self.tokenizer(self.prepare(texts), truncation=True, max_length=self.max_length)["input_ids"]
         order = np.argsort([len(ids) for ids in encoded], kind="stable")
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
@@ -102,9 +110,8 @@ class TransformerClassifier:
         with self._lock, torch.inference_mode(), autocast:
             for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
                 inputs = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
-                logits = self.model(**inputs).logits
-                probs[batch] = torch.softmax(logits.float(), dim=-1).numpy()
-        return probs
+                logits[batch] = self.model(**inputs).logits.float().numpy()
+        return logits
 
 
 @functools.cache

@@ -1,6 +1,7 @@
 """RQ jobs of the retraining loop: plain functions taking only JSON-serializable arguments.
 
-    train_project(project)                   labels from Label Studio -> fine-tune -> promote -> enqueue re-scoring
+    train_project(project, tier)             labels from Label Studio -> train the tier's kinds -> promote the
+                                             best -> enqueue re-scoring
     score_chunk(project, version, tasks)     one chunk of unlabeled tasks -> predictions of `version`, in bulk
     finish_rescoring(project, version)       after every chunk: the project's model_version -> `version`,
                                              predictions of older versions of ours deleted
@@ -16,21 +17,23 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from rq import Queue, get_current_job
 from transformers import TrainerCallback
 
-from ..labelstudio.client import LabelStudioClient
+from ..labelstudio.client import LabelStudioClient, Task
 from ..labelstudio.label_config import parse_label_config
 from ..models.base import label_shortfall
-from ..models.finetune import TrainConfig
 from ..models.loader import load_version
 from ..models.training import train_version
+from ..models.transformer import TransformerClassifier
 from ..predictions import NO_PREDICTION, predict_tasks
 from ..registry import Registry, Version, scope_of
 from ..settings import Settings
-from .policy import RetrainPolicy
+from .policy import FAST, FULL, RetrainPolicy
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +60,29 @@ def _settings() -> Settings:
     return settings
 
 
-def train_project(project: int) -> dict:
+def train_project(project: int, tier: str = FULL) -> dict:
+    """One training run of `tier` (FAST: the fast kinds; FULL: every kind in MODEL_KINDS). Jobs enqueued before
+    tiers existed carry no tier: they were full runs."""
     settings = _settings()
     job = get_current_job()
     if job is None:
         raise RuntimeError("train_project runs as an RQ job (python -m backend worker)")
     policy = RetrainPolicy.from_settings(settings, job.connection)
-    with policy.run(project, job.id) as holds_lease:
+    with policy.run(project, job.id, tier) as holds_lease:
         if not holds_lease:
-            log.info("project %s: another training run is in progress; it will run once more after it", project)
-            return {"status": "deferred"}
-        return _train(project, settings, policy.queue)
+            log.info("project %s: another %s run is in progress; it will run once more after it", project, tier)
+            return {"status": "deferred", "tier": tier}
+        return _train(project, tier, settings, policy.queue)
 
 
-def _train(project: int, settings: Settings, queue: Queue) -> dict:
+def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
     started = time.time()
-    _progress(stage="reading labels")
+    _progress(stage="reading labels", tier=tier)
     client = LabelStudioClient.from_settings(settings)
     xml = client.label_config(project)
     config = parse_label_config(xml)
     texts, labels = client.labeled(project, config)
     counts = Counter(labels)
-    read_seconds = time.time() - started
     if label_shortfall(labels, config.classes, settings.min_labels_per_class):
         log.info(
             "project %s: cold start, %s labels; every class needs %d before the first training",
@@ -88,45 +92,56 @@ def _train(project: int, settings: Settings, queue: Queue) -> dict:
         )
         _progress(stage="waiting for labels", labels=len(labels), label_counts=dict(counts))
         return {"status": "cold_start", "label_counts": dict(counts), "needed_per_class": settings.min_labels_per_class}
+    unlabeled = client.unlabeled(project, config)
+    read_seconds = time.time() - started
 
     registry = Registry(settings.model_dir)
     scope = scope_of(project)
     serving = registry.resolve(project)
-    warm_from = serving if serving and sorted(serving.metadata.get("classes", [])) == sorted(config.classes) else None
-    if not settings.warm_start:
-        warm_from = None
-    warm = warm_from is not None
-    base_model = str(warm_from.path) if warm_from else settings.model_name
-    _progress(stage="training", labels=len(labels), warm_start=warm, base=warm_from.name if warm_from else base_model)
-    version = train_version(
+    kinds = (settings.fast_kinds or settings.kinds) if tier == FAST else settings.kinds
+    _progress(stage="training", labels=len(labels), kinds=kinds)
+    outcome = train_version(
         texts,
         labels,
         config.classes,
-        base_model=base_model,
+        kinds=kinds,
+        settings=settings,
         registry=registry,
         scope=scope,
-        config=TrainConfig.from_settings(settings, warm=warm, progress=False),
-        parent=serving.name if serving else None,
+        unlabeled=[t.text for t in unlabeled],
+        warm_from=_warm_start(serving, config.classes, settings),
+        serving=serving,
         callbacks=[_JobProgress()],
     )
-    pruned = registry.prune(scope, keep=settings.keep_versions)
-    chunks = enqueue_rescoring(project, version.name, settings, queue, client=client, xml=xml)
-    result = {
-        "status": "promoted",
-        "version": version.name,
+    result: dict[str, Any] = {
+        "status": "kept" if outcome.version is None else "promoted",
+        "tier": tier,
+        "decision": outcome.decision,
         "labels": len(labels),
         "label_counts": dict(counts),
-        "warm_start": warm,
-        "metrics": version.metadata.get("metrics"),
-        "pruned": pruned,
-        "rescoring_chunks": chunks,
+        "candidates": [
+            {k: c.get(k) for k in ("kind", "score", "evaluated_on", "train_seconds")} for c in outcome.candidates
+        ],
         "read_seconds": round(read_seconds, 2),
-        "train_seconds": version.metadata.get("train_seconds"),
-        "seconds": round(time.time() - started, 2),
     }
-    _progress(stage="promoted", version=version.name, labels=len(labels))
+    if outcome.version is not None:
+        version = outcome.version
+        result["version"] = version.name
+        result["pruned"] = registry.prune(scope, keep=settings.keep_versions)
+        result["rescoring_chunks"] = enqueue_rescoring(project, version.name, settings, queue, xml=xml, tasks=unlabeled)
+        _progress(stage="promoted", version=version.name, labels=len(labels))
+    result["seconds"] = round(time.time() - started, 2)
     log.info("project %s: %s", project, result)
     return result
+
+
+def _warm_start(serving: Version | None, classes: Sequence[str], settings: Settings) -> Version | None:
+    """The serving version, when a transformer may fine-tune it: a transformer for the same classes."""
+    if not settings.warm_start or serving is None:
+        return None
+    meta = serving.metadata
+    same = sorted(meta.get("classes", [])) == sorted(classes)
+    return serving if same and meta.get("kind", TransformerClassifier.kind) == TransformerClassifier.kind else None
 
 
 def enqueue_rescoring(
@@ -135,14 +150,15 @@ def enqueue_rescoring(
     settings: Settings,
     queue: Queue,
     *,
-    client: LabelStudioClient | None = None,
     xml: str | None = None,
+    tasks: list[Task] | None = None,
 ) -> int:
-    """Split the unlabeled tasks into chunk jobs and a final job that runs when all of them succeeded."""
-    client = client or LabelStudioClient.from_settings(settings)
-    xml = xml or client.label_config(project)
-    config = parse_label_config(xml)
-    tasks = client.unlabeled(project, config)
+    """Split the unlabeled tasks (read from Label Studio unless given) into chunk jobs and a final job that runs
+    when all of them succeeded."""
+    if xml is None or tasks is None:
+        client = LabelStudioClient.from_settings(settings)
+        xml = xml or client.label_config(project)
+        tasks = client.unlabeled(project, parse_label_config(xml))
     size = settings.rescore_chunk
     chunk_jobs = [
         queue.enqueue_call(

@@ -1,14 +1,19 @@
-"""When to retrain: counting annotation events and coalescing training runs, per project, in Redis.
+"""When to retrain: counting annotation events and coalescing training runs, per project and tier, in Redis.
 
-Per project at most one training run is queued and one runs. Requests that arrive while one is queued join
+Two tiers of runs (settings.MODEL_KINDS): a "fast" run trains the fast kinds (seconds) every RETRAIN_EVERY
+annotation events; a "full" run trains every kind, the transformer included (minutes), every TRANSFORMER_EVERY
+events and on Start Training (with only the transformer, full runs come every RETRAIN_EVERY events). The tiers
+are independent, so a transformer still training never holds back a fast run of the same project.
+
+Per project and tier at most one training run is queued and one runs. Requests that arrive while one is queued join
 it (the run reads every label when it starts); requests that arrive while one runs set a flag, and the run
 enqueues exactly one follow-up when it ends. The state changes are Lua scripts, atomic across every server
 process and worker:
 
-    al:<project>:new      annotation events since the last training request
-    al:<project>:queued   "<job id> <unix time>" of the queued training job
-    al:<project>:running  id of the running job; a lease the job renews, so a killed worker frees it
-    al:<project>:rerun    set when a request arrived during the run
+    al:<project>:<tier>:new      annotation events since the last training request
+    al:<project>:<tier>:queued   "<job id> <unix time>" of the queued training job
+    al:<project>:<tier>:running  id of the running job; a lease the job renews, so a killed worker frees it
+    al:<project>:<tier>:rerun    set when a request arrived during the run
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
 TRAIN_ACTION = "START_TRAINING"
 TRAIN_FUNC = "backend.retraining.jobs.train_project"
+FAST, FULL = "fast", "full"
 
 
 class Decision(enum.StrEnum):
@@ -45,8 +51,21 @@ class Decision(enum.StrEnum):
     FOLLOW_UP = "follow_up"  # a run is in progress; one follow-up run will start after it
 
 
-def _keys(project: int) -> dict[str, str]:
-    return {name: f"al:{project}:{name}" for name in ("new", "queued", "running", "rerun")}
+# What an event's decisions add up to: the most consequential of the tiers' decisions.
+_RANK = {Decision.IGNORED: 0, Decision.COUNTED: 1, Decision.JOINED: 2, Decision.FOLLOW_UP: 3, Decision.QUEUED: 4}
+
+
+def _keys(project: int, tier: str) -> dict[str, str]:
+    return {name: f"al:{project}:{tier}:{name}" for name in ("new", "queued", "running", "rerun")}
+
+
+def cadence(settings: Settings) -> dict[str, int]:
+    """{tier: annotation events between its runs} for the configured MODEL_KINDS."""
+    if not settings.fast_kinds:
+        return {FULL: settings.retrain_every}
+    if len(settings.fast_kinds) == len(settings.kinds):
+        return {FAST: settings.retrain_every}
+    return {FAST: settings.retrain_every, FULL: settings.transformer_every}
 
 
 # KEYS: new; ARGV: count, threshold -> 1 when the threshold is reached (and the counter restarts)
@@ -92,10 +111,14 @@ return redis.call('DEL', KEYS[2])
 class RetrainPolicy:
     """The retraining policy over one Redis connection and one RQ queue."""
 
-    def __init__(self, queue: Queue, *, retrain_every: int = 10, lease_seconds: float = 60, job_timeout: int = 3600):
+    def __init__(
+        self, queue: Queue, *, cadence: dict[str, int] | None = None, lease_seconds: float = 60, job_timeout: int = 3600
+    ):
         self.queue = queue
         self.redis: Redis = queue.connection
-        self.retrain_every = retrain_every
+        self.cadence = cadence or {FAST: 10}
+        # Start Training asks for the most thorough tier there is.
+        self.on_demand = FULL if FULL in self.cadence else FAST
         self.lease_ms = int(lease_seconds * 1000)
         self.job_timeout = job_timeout
         self._count = self.redis.register_script(_COUNT)
@@ -110,32 +133,36 @@ class RetrainPolicy:
         queue = Queue(settings.rq_queue, connection=connection or connect(settings))
         return cls(
             queue,
-            retrain_every=settings.retrain_every,
+            cadence=cadence(settings),
             lease_seconds=settings.training_lease_seconds,
             job_timeout=settings.train_timeout,
         )
 
     def on_event(self, project: int, action: str, count: int = 1) -> tuple[Decision, str | None]:
-        """Count annotation events; request training at RETRAIN_EVERY of them, or at once on START_TRAINING."""
+        """Count annotation events per tier and request a tier's run when its count is reached, or the most
+        thorough tier at once on START_TRAINING. Returns the most consequential decision and its job id."""
         if action == TRAIN_ACTION:
-            return self.request(project)
+            return self.request(project, self.on_demand)
         if action not in ANNOTATION_ACTIONS:
             return Decision.IGNORED, None
-        k = _keys(project)
-        if not self._count(keys=[k["new"]], args=[max(count, 1), self.retrain_every]):
-            return Decision.COUNTED, None
-        return self.request(project)
+        decisions = []
+        for tier, every in self.cadence.items():
+            if self._count(keys=[_keys(project, tier)["new"]], args=[max(count, 1), every]):
+                decisions.append(self.request(project, tier))
+            else:
+                decisions.append((Decision.COUNTED, None))
+        return max(decisions, key=lambda d: _RANK[d[0]])
 
-    def request(self, project: int) -> tuple[Decision, str | None]:
+    def request(self, project: int, tier: str = FAST) -> tuple[Decision, str | None]:
         """Ask for a training run; returns the decision and the id of the job that will see the labels."""
-        k = _keys(project)
-        job_id = f"train-{project}-{uuid.uuid4().hex[:12]}"
+        k = _keys(project, tier)
+        job_id = f"train-{project}-{tier}-{uuid.uuid4().hex[:12]}"
         answer = self._request(keys=[k["queued"], k["running"], k["rerun"], k["new"]], args=[f"{job_id} {time.time()}"])
         answer = answer.decode() if isinstance(answer, bytes) else answer
         if answer == "follow_up":
             return Decision.FOLLOW_UP, None
         if answer == "queued":
-            self._enqueue(project, job_id)
+            self._enqueue(project, tier, job_id)
             return Decision.QUEUED, job_id
         queued_id, _, since = answer.partition(" ")
         # Checking RQ costs a job fetch; a job queued moments ago is trusted (webhooks come in bursts).
@@ -144,7 +171,7 @@ class RetrainPolicy:
         # The queued job was lost (enqueue failed half-way, queue emptied, job expired): replace it.
         log.warning("project %s: queued training job %s is gone; enqueuing a new one", project, queued_id)
         self._forget(keys=[k["queued"]], args=[answer])
-        return self.request(project)
+        return self.request(project, tier)
 
     def _alive(self, job_id: str) -> bool:
         try:
@@ -153,21 +180,21 @@ class RetrainPolicy:
             return False
         return status in (JobStatus.QUEUED, JobStatus.CREATED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 
-    def _enqueue(self, project: int, job_id: str) -> Job:
+    def _enqueue(self, project: int, tier: str, job_id: str) -> Job:
         return self.queue.enqueue_call(
             TRAIN_FUNC,
-            kwargs={"project": project},
+            kwargs={"project": project, "tier": tier},
             job_id=job_id,
             timeout=self.job_timeout,
-            description=f"train project {project}",
+            description=f"train project {project} ({tier})",
             result_ttl=7 * 24 * 3600,
             failure_ttl=7 * 24 * 3600,
         )
 
     @contextmanager
-    def run(self, project: int, job_id: str) -> Iterator[bool]:
-        """Hold the project's training lease for the block (yields False when another run holds it)."""
-        k = _keys(project)
+    def run(self, project: int, job_id: str, tier: str = FAST) -> Iterator[bool]:
+        """Hold the project's training lease of `tier` for the block (yields False when another run holds it)."""
+        k = _keys(project, tier)
         if not self._begin(keys=[k["queued"], k["running"], k["rerun"]], args=[job_id, self.lease_ms]):
             yield False
             return
@@ -189,11 +216,11 @@ class RetrainPolicy:
             stop.set()
             renewer.join()
             if self._end(keys=[k["running"], k["rerun"]], args=[job_id]):
-                decision, follow_up = self.request(project)
+                decision, follow_up = self.request(project, tier)
                 log.info("project %s: labels arrived during the run: %s %s", project, decision.value, follow_up or "")
 
-    def state(self, project: int) -> dict:
-        k = _keys(project)
+    def state(self, project: int, tier: str = FAST) -> dict:
+        k = _keys(project, tier)
         raw: list[bytes | None] = self.redis.mget([k["new"], k["queued"], k["running"], k["rerun"]])  # type: ignore[assignment]
         values = [v.decode() if v else None for v in raw]
         values[1] = values[1] and values[1].split(" ")[0]  # "<job id> <unix time>"

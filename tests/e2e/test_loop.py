@@ -121,16 +121,22 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
     assert job.return_value()["label_counts"] == {"xenófobo": 2}
     assert Registry(loop.model_dir).current(str(pid)) is None
 
-    # RETRAIN_EVERY (10 here) more annotations, each a webhook from Label Studio, start the first training.
+    # RETRAIN_EVERY (10 here) more annotations, each a webhook from Label Studio, start a fast run: the linear
+    # kind, trained and serving every unlabeled task within seconds (the loop benchmark has the figures).
     for task_id, label in to_label[2:]:
         loop.ls.annotations.create(id=task_id, result=[CONFIG.region(label)])
+    last_annotation = time.time()
     version = f"project{pid}-v1"
     loop.wait_version(pid, version)
+    print(f"annotation -> linear version serving every task in Label Studio: {time.time() - last_annotation:.1f} s")
 
     # The worker trained on all 12 labels read from Label Studio and promoted the version.
     current = Registry(loop.model_dir).current(str(pid))
     assert current.name == version and current.metadata["labels_used"] == 12
     assert current.metadata["label_counts"] == {"ok": 8, "xenófobo": 4}
+    assert (
+        current.metadata["kind"] == "linear" and "cross-validation" in current.metadata["candidates"][0]["evaluated_on"]
+    )
     # Every gunicorn worker reports it, without restart.
     for _ in range(4):
         setup = requests.post(
@@ -161,10 +167,36 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
     assert answer.json()["id"] == min(scores, key=scores.get)
 
 
+def test_a_full_run_weighs_the_transformer_against_the_linear_kind(loop, project):
+    """Start Training runs the full tier: both kinds on the same held-out labels, the better one serves."""
+    pid, _, _ = project
+    before = Registry(loop.model_dir).current(str(pid)).name
+    # Enough labels for a held-out part: the demo's labeled tweets, imported with their annotations.
+    rows = read_demo("tweets_labeled.csv")[20:140]
+    loop.ls.projects.import_tasks(
+        id=pid,
+        request=[{"data": {"text": r["text"]}, "annotations": [{"result": [CONFIG.region(r["label"])]}]} for r in rows],
+    )
+    job = _wait_job(loop, loop.webhook("START_TRAINING", pid)["job"], seconds=400)
+    result = job.return_value()
+    assert job.is_finished and result["tier"] == "full", job.latest_result().exc_string
+    scores = {c["kind"]: c["score"] for c in result["candidates"] if c.get("score") is not None}
+    assert set(scores) >= {"linear", "transformer"}, result
+    assert all("held-out" in c["evaluated_on"] for c in result["candidates"] if c["kind"] in scores)
+    best = max(scores, key=scores.get)
+    # A full run trains every kind, so it always promotes the best of them (a fast run may keep a transformer).
+    promoted = Registry(loop.model_dir).current(str(pid))
+    assert result["status"] == "promoted" and result["decision"].startswith(f"promoted {best}")
+    assert promoted.metadata["kind"] == best and promoted.metadata["parent"] == before
+    loop.wait_version(pid, promoted.name)
+    versions = requests.get(f"{loop.backend_url}/versions", params={"project": pid}, timeout=5).json()
+    assert versions["details"][-1]["decision"] == Registry(loop.model_dir).versions(str(pid))[-1].metadata["decision"]
+
+
 def test_worker_killed_mid_training_keeps_the_previous_version(loop, project):
     pid, _, _ = project
     before = Registry(loop.model_dir).current(str(pid)).name
-    # A worker whose training lasts long enough to be killed in the middle of it.
+    # A worker whose training (the full run's transformer) lasts long enough to be killed in the middle of it.
     stop(loop.worker)
     loop.start_worker(TRAIN_MIN_STEPS=100000)
     job_id = loop.webhook("START_TRAINING", pid)["job"]
@@ -177,8 +209,8 @@ def test_worker_killed_mid_training_keeps_the_previous_version(loop, project):
     loop.worker.wait()
 
     registry = Registry(loop.model_dir)
-    assert registry.current(str(pid)).name == before
-    assert [v.name for v in registry.versions(str(pid))] == [before]
+    versions_before = [v.name for v in registry.versions(str(pid))]
+    assert registry.current(str(pid)).name == before and versions_before[-1] == before
     assert loop.project_version(pid) == before
     setup = requests.post(f"{loop.backend_url}/setup", json={"project": str(pid), "schema": LABEL_CONFIG}, timeout=5)
     assert setup.json()["model_version"] == before
@@ -186,8 +218,11 @@ def test_worker_killed_mid_training_keeps_the_previous_version(loop, project):
     # Once the dead run's lease is over, the next request redoes the work on a healthy worker.
     time.sleep(float(loop.env["TRAINING_LEASE_SECONDS"]) + 1)
     loop.start_worker()
-    assert loop.webhook("START_TRAINING", pid)["status"] == "queued"
-    after = f"project{pid}-v2"
+    answer = loop.webhook("START_TRAINING", pid)
+    assert answer["status"] == "queued"
+    job = _wait_job(loop, answer["job"], seconds=400)
+    assert job.return_value()["status"] == "promoted", job.latest_result().exc_string
+    after = job.return_value()["version"]
     loop.wait_version(pid, after)
     promoted = Registry(loop.model_dir).current(str(pid))
     assert promoted.name == after and promoted.metadata["parent"] == before
