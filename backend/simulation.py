@@ -29,8 +29,8 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
-from . import uncertainty
-from .models.base import label_shortfall
+from . import calibration, uncertainty
+from .models.base import TextClassifier, label_shortfall
 from .models.loader import load_version
 from .models.training import selection_metric, train_version
 from .registry import Registry
@@ -86,13 +86,15 @@ def curve(
     settings: Settings,
     seed: int,
     progress: tqdm | None = None,
-) -> dict[int, float | None]:
-    """{labels: F1 of the selection metric's class on the test set} after every batch (None: no model yet)."""
+) -> tuple[dict[int, float | None], dict[int, dict]]:
+    """({labels: F1 of the selection metric's class on the test set} after every batch (None: no model yet),
+    {labels: calibration of the served version on the test set} at the report points)."""
     kinds = config.kinds or settings.kinds
     metric = selection_metric(classes, pool_y)
     rng = np.random.default_rng(seed)
     labeled = _first_labels(pool_y, config.start, rng)
     points: dict[int, float | None] = {}
+    calibrated: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="simulate-") as folder:
         registry = Registry(folder)
         while True:
@@ -116,12 +118,14 @@ def curve(
                 registry.prune("sim", keep=2)
                 served = load_version(version, settings, dtype="float32")
                 points[len(labeled)] = _score(served.predict_proba(test_x), served.labels, test_y, metric)
+                if len(labeled) in config.report_at:
+                    calibrated[len(labeled)] = test_calibration(served, test_x, test_y)
             else:
                 points[len(labeled)] = None
             if progress is not None:
                 progress.update(1)
             if len(labeled) >= min(config.max_labels, len(pool_x)) or len(rest) == 0:
-                return points
+                return points, calibrated
             need = min(config.batch, len(rest), config.max_labels - len(labeled))
             if served is None or strategy == "random":
                 picked = rng.choice(rest, size=need, replace=False)
@@ -129,6 +133,24 @@ def curve(
                 scores = uncertainty.score(served.predict_proba([pool_x[i] for i in rest]), strategy)
                 picked = rest[np.argsort(scores, kind="stable")[:need]]
             labeled += [int(i) for i in picked]
+
+
+def test_calibration(served: TextClassifier, test_x: list[str], test_y: list[str], band: float = 0.3) -> dict:
+    """How the served probabilities compare with the test labels, without (T = 1) and with its temperature: the
+    expected calibration error, and the share of test tweets in the uncertain band (margin <= `band`) with the
+    share of them the model gets wrong."""
+    logits = served.predict_logits(test_x)
+    truth = np.array([served.labels.index(y) for y in test_y])
+    figures: dict[str, float] = {"temperature": round(served.temperature, 4)}
+    for name, temperature in (("raw", 1.0), ("calibrated", served.temperature)):
+        probs = calibration.softmax(logits, temperature)
+        uncertain = uncertainty.margin(probs) <= band
+        wrong = probs.argmax(axis=1) != truth
+        figures[f"ece_{name}"] = round(calibration.expected_calibration_error(probs, truth), 4)
+        figures[f"uncertain_share_{name}"] = round(float(uncertain.mean()), 4)
+        figures[f"uncertain_error_rate_{name}"] = round(float(wrong[uncertain].mean()), 4) if uncertain.any() else 0.0
+    figures["error_rate"] = round(float((logits.argmax(axis=1) != truth).mean()), 4)
+    return figures
 
 
 def _score(probs: np.ndarray, labels: Sequence[str], truth: list[str], metric: str) -> float:
@@ -185,7 +207,7 @@ def simulate(
                 pool_x, pool_y, (test_x, test_y) = texts, labels, fixed_test
             pool_x, pool_y, test_x, test_y = list(pool_x), list(pool_y), list(test_x), list(test_y)
             full = full_pool(pool_x, pool_y, test_x, test_y, classes, kinds=kinds, settings=settings)
-            curves = {
+            runs = {
                 strategy: curve(
                     strategy,
                     pool_x,
@@ -206,7 +228,8 @@ def simulate(
                     "pool": len(pool_y),
                     "test": len(test_y),
                     "full_pool": full,
-                    "curves": {s: {str(n): f for n, f in c.items()} for s, c in curves.items()},
+                    "curves": {s: {str(n): f for n, f in points.items()} for s, (points, _) in runs.items()},
+                    "calibration": {s: {str(n): c for n, c in cal.items()} for s, (_, cal) in runs.items()},
                 }
             )
             report["summary"] = summary(report)
@@ -243,6 +266,13 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
                 {"strategy": strategy, "labels": n, "mean": round(mean, 4), "se": round(se, 4), "seeds": len(seeds)}
             )
     full_mean, full_se = _mean_se([s["full_pool"] for s in seeds])
+    calibrated = []
+    for strategy in strategies:
+        for n in counts:
+            found = [s.get("calibration", {}).get(strategy, {}).get(str(n)) for s in seeds]
+            if found and all(found):
+                means = {key: round(float(np.mean([f[key] for f in found])), 4) for key in found[0]}
+                calibrated.append({"strategy": strategy, "labels": n, **means})
     reach = {}
     for strategy in strategies:
         needed = [labels_to_reach(s["curves"][strategy], 0.98 * s["full_pool"]) for s in seeds]
@@ -253,6 +283,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "table": table,
         "full_pool": {"mean": round(full_mean, 4), "se": round(full_se, 4)},
         "labels_to_98_percent": reach,
+        "calibration": calibrated,
     }
 
 
@@ -330,4 +361,15 @@ def format_summary(report: dict[str, Any]) -> str:
         per_seed = "/".join(str(n) if n is not None else "-" for n in reach["per_seed"])
         median = "not reached" if reach["median"] is None else f"{reach['median']:.0f}"
         lines.append(f"labels to 98% of the full pool, {strategy}: median {median} (per seed {per_seed})")
+    lines.append(
+        "calibration on the test set (mean over seeds): expected calibration error raw -> calibrated; "
+        "share of tweets with margin <= 0.3 and the share of those the model gets wrong, raw -> calibrated"
+    )
+    for row in summary_.get("calibration", []):
+        lines.append(
+            f"  {row['strategy']:<10} {row['labels']:>5} labels: T={row['temperature']:.2f}  "
+            f"ECE {row['ece_raw']:.3f} -> {row['ece_calibrated']:.3f}  uncertain band "
+            f"{row['uncertain_share_raw']:.0%} ({row['uncertain_error_rate_raw']:.0%} wrong) -> "
+            f"{row['uncertain_share_calibrated']:.0%} ({row['uncertain_error_rate_calibrated']:.0%} wrong)"
+        )
     return "\n".join(lines)

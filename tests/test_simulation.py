@@ -34,6 +34,8 @@ def test_a_small_simulation_writes_curves_table_and_chart(tmp_path):
         for strategy in ("margin", "random"):
             assert list(seed["curves"][strategy]) == ["10", "20", "30", "40"]
         assert 0 < seed["full_pool"] <= 1
+        calibrated = seed["calibration"]["margin"]["40"]
+        assert calibrated["temperature"] > 0 and 0 <= calibrated["ece_calibrated"] <= 1
     # Both strategies start from the same random labels: the same first point.
     first = [(s["curves"]["margin"]["10"], s["curves"]["random"]["10"]) for s in report["seeds"]]
     assert all(a == b for a, b in first)
