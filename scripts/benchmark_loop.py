@@ -1,14 +1,26 @@
-"""Benchmark of the retraining loop against a real Label Studio, Redis and RQ workers started here: the stack of
-`make run` and the e2e tests (backend.stack.launcher.LocalStack), on free ports in a temporary folder.
+"""Benchmark of the retraining loop, both tiers, against a real Label Studio, Redis and RQ workers started here:
+the stack of `make run` and the e2e tests (backend.stack.launcher.LocalStack), on free ports in a temporary folder.
 
-    .venv/bin/python scripts/benchmark_loop.py [--labeled 1000] [--unlabeled 2000] [--workers 1,2]
+    .venv/bin/python scripts/benchmark_loop.py [--labeled 1000] [--unlabeled 2000] [--repeats 3] [--tiers fast,full]
 
-1. Webhook latency: p50/p99 of 50 concurrent POST /webhook (annotation events, as Label Studio sends them).
-2. Loop latency: a project with LABELED annotated and UNLABELED unlabeled real tweets (../shared/data, else the
-   demo data) gets a first version (START_TRAINING, from the base model); then, for each worker count, one
-   annotation made through Label Studio's API triggers a retrain (RETRAIN_EVERY=1), and the clock stops when
-   every unlabeled task carries a prediction of the new version and the project uses it.
-   Where the time goes comes from the jobs' own results (reading labels, training, scoring, writing).
+A project with LABELED annotated and UNLABELED unlabeled real tweets (../shared/data, repeated when fewer; else
+the demo data) in each tier's stack:
+
+1. Webhook latency (fast tier's stack, Label Studio idle beside it): p50/p99 of 50 concurrent POST /webhook.
+2. Fast tier (MODEL_KINDS=linear, RETRAIN_EVERY=1, 1 worker as `make run` starts): a first version on
+   Start Training; then REPEATS times one annotation made through Label Studio's API, and the clock stops when
+   the project's model_version is the new version, which happens only after every unlabeled task holds a
+   prediction of it. Each run and the median; where the time goes comes from the jobs' own results (reading
+   labels and unlabeled tasks, training, chunk scoring and writing, the switch job), and the per-task costs of
+   reading tasks, scoring, writing and deleting predictions.
+3. Full tier (MODEL_KINDS=linear,transformer, TRANSFORMER_EVERY=10**6, a fresh stack with 2 workers splitting the
+   cores, TORCH_THREADS): Start Training runs a full run (both kinds); while its transformer trains, one
+   annotation starts a fast run, timed until it switches the project; then the full run, timed until its own
+   switch. Two workers, because RQ runs one job per worker: on one worker the fast run would queue behind the
+   full run.
+
+There is no --workers any more: the fast tier's loop is Label Studio I/O and sub-second training, done on the one
+worker of `make run` (its chunk jobs run one after the other); the full tier needs two, and takes them.
 Prints figures; they are written down in docs/benchmarks.md. --webhook-only: only Redis and the backend.
 """
 
@@ -19,6 +31,7 @@ import concurrent.futures
 import os
 import secrets
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -28,8 +41,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
+from backend.labelstudio.client import LabelStudioClient  # noqa: E402
 from backend.labelstudio.label_config import default_label_config, parse_label_config  # noqa: E402
-from backend.retraining.policy import connect  # noqa: E402
+from backend.retraining.policy import TRAIN_FUNC, connect  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from backend.stack.demo import DEMO  # noqa: E402
 from backend.stack.launcher import LocalStack, label_studio_bin  # noqa: E402
@@ -69,36 +83,253 @@ def webhook_latency(backend: str, n: int = 50) -> tuple[float, float]:
     return pct(samples, 50), pct(samples, 99)
 
 
-def wait_switch(ls, project: int, version: str, workers: list, timeout: float = 1800) -> float:
+def new_stack(args, settings_env: dict, prefix: str) -> LocalStack:
+    return LocalStack(
+        folder=Path(tempfile.mkdtemp(prefix=prefix)),
+        token=secrets.token_hex(20),
+        username="bench@example.com",
+        password="bench-pass-123",
+        ls_port=free_port(),
+        port=free_port(),
+        dashboard_port=free_port(),
+        ls_binary=args.label_studio,
+        settings_env=settings_env,
+    )
+
+
+def new_project(stack: LocalStack, args):
+    """(Label Studio client, project id, ids of the unlabeled tasks), the ML backend connected."""
+    from label_studio_sdk import LabelStudio
+
+    labeled, pool = read("tweets_labeled.csv", ["text", "label"]), read("tweets_pool.csv", ["text"])
+    ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token, timeout=600)
+    project = ls.projects.create(title="loop benchmark", label_config=default_label_config()).id
+    tasks = [
+        {"data": {"text": r["text"]}, "annotations": [{"result": [LABELS.region(r["label"])]}]}
+        for r in cycle(labeled, args.labeled)
+    ]
+    tasks += [{"data": {"text": r["text"]}} for r in cycle(pool, args.unlabeled)]
+    started = time.time()
+    ids = list(ls.projects.import_tasks(id=project, request=tasks, return_task_ids=True).task_ids)
+    ls.ml.create(project=project, url=stack.backend_url, title="tweets")
+    ls.projects.update(id=project, sampling="Uncertainty sampling")
+    print(
+        f"project {project}: {args.labeled} labeled + {args.unlabeled} unlabeled tasks imported in "
+        f"{time.time() - started:.1f} s (of {len(labeled)} labeled / {len(pool)} unlabeled tweets available, "
+        f"{'../shared/data' if (SHARED / 'tweets_pool.csv').exists() else 'demo'})",
+        flush=True,
+    )
+    return ls, project, ids[args.labeled :]
+
+
+def start_training(stack: LocalStack, project: int) -> str | None:
+    answer = requests.post(
+        f"{stack.backend_url}/webhook", json={"action": "START_TRAINING", "project": {"id": project}}, timeout=5
+    )
+    answer.raise_for_status()
+    return answer.json().get("job")
+
+
+def wait_switch(ls, project: int, workers: list, version: str | None = None, *, since: str = "", timeout=3600) -> str:
+    """Waits until the project's model_version is `version` (None: any other than `since`); returns it."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if ls.projects.get(id=project).model_version == version:
-            return time.time()
+        current = ls.projects.get(id=project).model_version
+        if current and current != since and (version is None or current == version):
+            return current
         if any(w.poll() is not None for w in workers):
-            raise RuntimeError("a worker died; see its log")
+            raise RuntimeError("a worker died; see worker.log")
         time.sleep(0.25)
-    raise TimeoutError(f"project never switched to {version}")
+    raise TimeoutError(f"project never switched to {version or 'a version'}")
 
 
-def job_breakdown(redis, queue_name: str, since: float) -> dict:
-    """Sum of what the finished jobs of this round report, by kind."""
+def wall(job) -> float:
+    return (job.ended_at - job.started_at).total_seconds()
+
+
+def jobs_of(redis, queue_name: str, version: str, timeout: float = 300) -> dict:
+    """What the finished jobs that made `version` report: its training run, its chunks, its switch job (which
+    deletes the older predictions after the switch, so it is waited for)."""
     from rq import Queue
     from rq.registry import FinishedJobRegistry
 
     queue = Queue(queue_name, connection=redis)
-    totals = {"read": 0.0, "train": 0.0, "score": 0.0, "chunk_total": 0.0, "chunks": 0}
-    for job in queue.job_class.fetch_many(FinishedJobRegistry(queue=queue).get_job_ids(), connection=redis):
-        if job is None or not job.ended_at or job.ended_at.timestamp() < since:
-            continue
-        result = job.return_value() or {}
-        if job.func_name.endswith("train_project"):
-            totals["read"] += result.get("read_seconds", 0)
-            totals["train"] += result.get("train_seconds") or 0
-        elif job.func_name.endswith("score_chunk"):
-            totals["score"] += result.get("score_seconds", 0)
-            totals["chunk_total"] += result.get("seconds", 0)
-            totals["chunks"] += 1
-    return totals
+    registry = FinishedJobRegistry(queue=queue)
+    deadline = time.time() + timeout
+    while True:
+        jobs = [j for j in queue.job_class.fetch_many(registry.get_job_ids(), connection=redis) if j is not None]
+        train = [j for j in jobs if j.func_name == TRAIN_FUNC and (j.return_value() or {}).get("version") == version]
+        chunks = [j for j in jobs if j.func_name.endswith("score_chunk") and j.kwargs.get("version") == version]
+        switch = [j for j in jobs if j.func_name.endswith("finish_rescoring") and j.kwargs.get("version") == version]
+        if (train and switch) or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    result = train[0].return_value() if train else {}
+    return {
+        "tier": result.get("tier"),
+        "decision": result.get("decision"),
+        "read": result.get("read_seconds", 0.0),
+        "train": {c["kind"]: c.get("train_seconds") for c in result.get("candidates", []) if c.get("train_seconds")},
+        "train_job": result.get("seconds", 0.0),
+        "train_wall": wall(train[0]) if train else 0.0,
+        "chunks": len(chunks),
+        "tasks": sum(j.return_value().get("predictions", 0) for j in chunks),
+        "score": sum(j.return_value().get("score_seconds", 0) for j in chunks),
+        "write": sum(j.return_value().get("seconds", 0) - j.return_value().get("score_seconds", 0) for j in chunks),
+        "chunk_wall": sum(wall(j) for j in chunks),
+        "switch_wall": wall(switch[0]) if switch else float("nan"),
+        "switch_status": switch[0].return_value().get("status") if switch else "not found",
+    }
+
+
+def describe(parts: dict) -> str:
+    trained = ", ".join(f"{kind} {seconds:.1f} s" for kind, seconds in parts["train"].items())
+    return (
+        f"training job {parts['train_job']:.1f} s (reading labels and unlabeled tasks {parts['read']:.1f} s, "
+        f"training {trained}); {parts['chunks']} chunks, {parts['tasks']} predictions: scoring "
+        f"{parts['score']:.1f} s, writing {parts['write']:.1f} s (chunk jobs {parts['chunk_wall']:.1f} s, summed); "
+        f"switch job {parts['switch_wall']:.1f} s ({parts['switch_status']}, after the switch: deletes the older "
+        f"predictions); decision: {parts['decision']}"
+    )
+
+
+def fast_tier(args) -> None:
+    from rq import Queue
+
+    stack = new_stack(args, {"MODEL_KINDS": "linear", "RETRAIN_EVERY": "1"}, "bench-fast-")
+    try:
+        stack.start()
+        settings = Settings(redis_url=stack.redis_url)
+        redis = connect(settings)
+        ls, project, unlabeled = new_project(stack, args)
+
+        p50, p99 = webhook_latency(stack.backend_url)
+        print(
+            f"webhook latency, 50 concurrent posts x4 (Label Studio idle beside it): p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        )
+        Queue(settings.rq_queue, connection=redis).empty()  # the training those posts asked for (no such project)
+
+        print("\n== fast tier: MODEL_KINDS=linear, RETRAIN_EVERY=1, 1 worker ==", flush=True)
+        started = time.time()
+        start_training(stack, project)
+        version = wait_switch(ls, project, stack.workers)
+        done = time.time()
+        parts = jobs_of(redis, settings.rq_queue, version)
+        print(f"first version ({version}) on Start Training: {done - started:.1f} s; {describe(parts)}", flush=True)
+
+        latencies, rounds = [], []
+        for n in range(1, args.repeats + 1):
+            previous = version
+            task = unlabeled.pop(0)
+            started = time.time()
+            ls.annotations.create(id=task, result=[LABELS.region("ok")])
+            version = wait_switch(ls, project, stack.workers, since=previous)
+            latencies.append(time.time() - started)
+            rounds.append(jobs_of(redis, settings.rq_queue, version))
+            rest = latencies[-1] - rounds[-1]["train_wall"] - rounds[-1]["chunk_wall"]
+            print(
+                f"fast loop, annotation {n}: {latencies[-1]:.1f} s until the project uses {version}; "
+                f"{describe(rounds[-1])}; the rest (webhook, job hand-offs, this poll) {rest:.1f} s",
+                flush=True,
+            )
+        print(
+            f"FAST LOOP LATENCY ({args.labeled} labeled, {args.unlabeled} unlabeled, 1 worker): "
+            f"{', '.join(f'{x:.1f}' for x in latencies)} s; median {statistics.median(latencies):.1f} s",
+            flush=True,
+        )
+
+        # Reading from Label Studio, measured apart (the jobs' read_seconds holds both), and per-task costs.
+        client = LabelStudioClient(stack.ls_url, stack.token)
+        started = time.time()
+        texts, _ = client.labeled(project, LABELS)
+        read_labeled = time.time() - started
+        started = time.time()
+        tasks = client.unlabeled(project, LABELS)
+        read_unlabeled = time.time() - started
+        print(
+            f"reading from Label Studio, timed here: {len(texts)} labeled tasks {read_labeled:.2f} s, "
+            f"{len(tasks)} unlabeled tasks {read_unlabeled:.2f} s",
+            flush=True,
+        )
+        per = len(tasks) / 1000
+        median = {k: statistics.median(r[k] for r in rounds) for k in ("score", "write", "switch_wall")}
+        print(
+            f"per 1,000 unlabeled tasks (medians of the {args.repeats} rounds): reading {read_unlabeled / per:.2f} s, "
+            f"scoring {median['score'] / per:.2f} s, writing (import_predictions) {median['write'] / per:.2f} s, "
+            f"switch job (deleting the older version's predictions) {median['switch_wall'] / per:.2f} s",
+            flush=True,
+        )
+    finally:
+        stack.stop()
+
+
+def full_tier(args) -> None:
+    from rq.job import Job
+
+    workers = 2
+    threads = max(1, (os.cpu_count() or 1) // workers)  # the cores split between the workers, as the README advises
+    env = {
+        "MODEL_KINDS": "linear,transformer",
+        "TRANSFORMER_EVERY": str(10**6),
+        "RETRAIN_EVERY": "1",
+        "TORCH_THREADS": str(threads),
+    }
+    stack = new_stack(args, env, "bench-full-")
+    try:
+        stack.start()
+        while len(stack.workers) < workers:
+            stack.start_worker()
+        settings = Settings(redis_url=stack.redis_url)
+        redis = connect(settings)
+        ls, project, unlabeled = new_project(stack, args)
+        print(
+            f"\n== full tier: MODEL_KINDS=linear,transformer, TRANSFORMER_EVERY=10**6, RETRAIN_EVERY=1, "
+            f"{workers} workers x TORCH_THREADS={threads} (a fast run must not queue behind the full run: RQ "
+            f"runs one job per worker) ==",
+            flush=True,
+        )
+        time.sleep(10)  # let the workers finish importing torch before the clock starts
+        started = time.time()
+        full_job = start_training(stack, project)
+        if full_job is None:
+            raise RuntimeError("Start Training queued no job")
+        while (Job.fetch(full_job, connection=redis).meta.get("step") or 0) < 5:  # the transformer is training
+            if time.time() - started > 600:
+                raise TimeoutError("the full run never started training the transformer")
+            time.sleep(0.5)
+        print(f"full run {full_job} is training the transformer after {time.time() - started:.1f} s", flush=True)
+
+        annotated = time.time()
+        ls.annotations.create(id=unlabeled.pop(0), result=[LABELS.region("ok")])
+        fast_version = wait_switch(ls, project, stack.workers)
+        fast_done = time.time()
+        job = Job.fetch(full_job, connection=redis)
+        status, meta = getattr(job.get_status(), "value", job.get_status()), job.meta
+        parts = jobs_of(redis, settings.rq_queue, fast_version)
+        print(
+            f"FAST RUN DURING THE FULL RUN: {fast_done - annotated:.1f} s from the annotation until the project "
+            f"uses {fast_version} ({parts['tier']} tier); the full run was then {status} at step "
+            f"{meta.get('step')}/{meta.get('max_steps')}; {describe(parts)}",
+            flush=True,
+        )
+
+        while (status := Job.fetch(full_job, connection=redis).get_status()) not in ("finished", "failed", "stopped"):
+            if any(w.poll() is not None for w in stack.workers):
+                raise RuntimeError("a worker died; see worker.log")
+            time.sleep(1)
+        result = Job.fetch(full_job, connection=redis).return_value() or {}
+        if status != "finished" or not result.get("version"):
+            raise RuntimeError(f"the full run ended {status}: {result}")
+        wait_switch(ls, project, stack.workers, result["version"])
+        done = time.time()
+        parts = jobs_of(redis, settings.rq_queue, result["version"])
+        print(
+            f"FULL RUN LATENCY (Start Training until the project uses {result['version']}; {args.labeled} labeled, "
+            f"{args.unlabeled} unlabeled): {done - started:.1f} s; {describe(parts)}",
+            flush=True,
+        )
+    finally:
+        stack.stop()
 
 
 def webhook_only() -> None:
@@ -125,7 +356,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--labeled", type=int, default=1000)
     parser.add_argument("--unlabeled", type=int, default=2000)
-    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--repeats", type=int, default=3, help="annotations timed in the fast tier")
+    parser.add_argument("--tiers", default="fast,full", help="fast and/or full")
     parser.add_argument("--label-studio", default=label_studio_bin())
     parser.add_argument("--webhook-only", action="store_true", help="only Redis and the backend: webhook latency")
     args = parser.parse_args()
@@ -133,81 +365,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.webhook_only:
         return webhook_only()
-    from label_studio_sdk import LabelStudio
-    from rq import Queue
-
-    # The stack of `make run` and the e2e tests (Redis, Label Studio, the backend, one worker), on free ports.
-    stack = LocalStack(
-        folder=Path(tempfile.mkdtemp(prefix="bench-loop-")),
-        token=secrets.token_hex(20),
-        username="bench@example.com",
-        password="bench-pass-123",
-        ls_port=free_port(),
-        port=free_port(),
-        dashboard_port=free_port(),
-        ls_binary=args.label_studio,
-        settings_env={"RETRAIN_EVERY": "1"},
-    )
-    try:
-        stack.start()
-        settings = Settings(redis_url=stack.redis_url)
-        redis = connect(settings)
-        labeled, pool = read("tweets_labeled.csv", ["text", "label"]), read("tweets_pool.csv", ["text"])
-        print(
-            f"data: {len(labeled)} labeled / {len(pool)} unlabeled available "
-            f"({'../shared/data' if (SHARED / 'tweets_pool.csv').exists() else 'demo'})"
-        )
-        ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
-        project = ls.projects.create(title="loop benchmark", label_config=default_label_config()).id
-        tasks = [
-            {"data": {"text": r["text"]}, "annotations": [{"result": [LABELS.region(r["label"])]}]}
-            for r in cycle(labeled, args.labeled)
-        ]
-        tasks += [{"data": {"text": r["text"]}} for r in cycle(pool, args.unlabeled)]
-        ids = list(ls.projects.import_tasks(id=project, request=tasks, return_task_ids=True).task_ids)
-        unlabeled = ids[args.labeled :]
-        ls.ml.create(project=project, url=stack.backend_url, title="tweets")
-        ls.projects.update(id=project, sampling="Uncertainty sampling")
-
-        p50, p99 = webhook_latency(stack.backend_url)
-        print(f"webhook latency, 50 concurrent posts x4: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-        Queue(settings.rq_queue, connection=redis).empty()
-
-        started = time.time()
-        requests.post(
-            f"{stack.backend_url}/webhook", json={"action": "START_TRAINING", "project": {"id": project}}, timeout=5
-        ).raise_for_status()
-        done = wait_switch(ls, project, f"project{project}-v1", stack.workers)
-        parts = job_breakdown(redis, settings.rq_queue, started)
-        print(
-            f"first version from the base model ({args.labeled} labels, {args.unlabeled} to re-score, 1 worker): "
-            f"{done - started:.1f} s; {parts}"
-        )
-
-        version = 1
-        for n in [int(w) for w in args.workers.split(",")]:
-            # n workers split the cores, as the README advises (TORCH_THREADS); else they oversubscribe them.
-            threads = max(1, (os.cpu_count() or 1) // n)
-            for proc in stack.workers:
-                stop(proc)
-            stack.workers.clear()  # stack.workers: the workers running now, which wait_switch watches
-            for _ in range(n):
-                stack.start_worker(TORCH_THREADS=threads)
-            time.sleep(10)  # let the workers finish importing torch before the clock starts
-            version += 1
-            task = unlabeled.pop(0)
-            started = time.time()
-            ls.annotations.create(id=task, result=[LABELS.region("ok")])
-            done = wait_switch(ls, project, f"project{project}-v{version}", stack.workers)
-            parts = job_breakdown(redis, settings.rq_queue, started)
-            print(
-                f"loop latency with {n} worker(s) x {threads} torch threads: {done - started:.1f} s "
-                f"(read labels {parts['read']:.1f} s, train {parts['train']:.1f} s, "
-                f"{parts['chunks']} chunks: scoring {parts['score']:.1f} s, "
-                f"scoring+writing {parts['chunk_total']:.1f} s summed over workers)"
-            )
-    finally:
-        stack.stop()
+    tiers = args.tiers.split(",")
+    if "fast" in tiers:
+        fast_tier(args)
+    if "full" in tiers:
+        full_tier(args)
 
 
 if __name__ == "__main__":

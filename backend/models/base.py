@@ -1,4 +1,4 @@
-"""What every model kind offers, and what is the same for all of them: held-out evaluation, the labels check."""
+"""What every model kind offers, and the check of the labels every kind trains on."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
 
 from ..errors import NoTrainingData
 
@@ -60,16 +59,3 @@ def check_labels(labels: Sequence[str], classes: Sequence[str], minimum: int) ->
             f"too few labels to train: {dict(counts)}; every class needs at least {minimum} (short: {short})"
         )
     return counts
-
-
-def evaluate(classifier: TextClassifier, texts: Sequence[str], labels: Sequence[str]) -> dict:
-    """Accuracy, F1 per class and macro F1 of `classifier` on labeled texts it did not train on."""
-    probs = classifier.predict_proba(texts)
-    predicted = [classifier.labels[i] for i in probs.argmax(axis=1)]
-    per_class = f1_score(labels, predicted, labels=list(classifier.labels), average=None, zero_division=0)
-    return {
-        "n": len(labels),
-        "accuracy": float(accuracy_score(labels, predicted)),
-        "f1_macro": float(np.mean(per_class)),
-        "f1": {name: float(f) for name, f in zip(classifier.labels, per_class, strict=True)},
-    }

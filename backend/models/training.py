@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -32,7 +33,7 @@ from sklearn.model_selection import StratifiedKFold
 from .. import calibration
 from ..registry import Registry, Version
 from ..settings import MODEL_KINDS, Settings
-from .base import TextClassifier, check_labels
+from .base import check_labels
 from .finetune import TrainConfig, fine_tune
 from .linear import LinearClassifier, LinearConfig
 from .transformer import TransformerClassifier
@@ -88,6 +89,77 @@ def figures(classes: Sequence[str], labels: Sequence[str], logits: np.ndarray) -
     }
 
 
+@dataclass
+class _Split:
+    """Every label, and its parts: trained on, held out (empty when too few to hold some out)."""
+
+    texts: list[str]
+    labels: list[str]
+    train_x: list[str]
+    train_y: list[str]
+    eval_x: list[str]
+    eval_y: list[str]
+
+    @classmethod
+    def of(cls, texts: list[str], labels: list[str], classes: Sequence[str]) -> _Split:
+        mask = held_out(texts)
+        counts = Counter(y for y, m in zip(labels, mask, strict=True) if m)
+        if mask.all() or any(counts.get(c, 0) < MIN_EVAL_PER_CLASS for c in classes):
+            return cls(texts, labels, texts, labels, [], [])
+        pairs = list(zip(texts, labels, mask, strict=True))
+        return cls(
+            texts,
+            labels,
+            [t for t, _, m in pairs if not m],
+            [y for _, y, m in pairs if not m],
+            [t for t, _, m in pairs if m],
+            [y for _, y, m in pairs if m],
+        )
+
+
+def _linear(split: _Split, classes: list[str], settings: Settings, unlabeled: Sequence[str]) -> tuple[dict, Any]:
+    config = LinearConfig.from_settings(settings)
+    vocabulary = LinearClassifier.vocabulary([*split.texts, *unlabeled], config)
+    if split.eval_y:
+        model = LinearClassifier.fit(split.train_x, split.train_y, classes, config=config, vectorizer=vocabulary)
+        logits, truth = model.predict_logits(split.eval_x), split.eval_y
+        evaluated_on = f"held-out ({len(truth)} labels)"
+    else:
+        logits, folds = _out_of_fold(split.texts, split.labels, classes, config, vocabulary)
+        truth, evaluated_on = split.labels, f"{folds}-fold cross-validation ({len(split.labels)} labels)"
+    # Evaluated on a part; what serves learns from every label (a fraction of a second).
+    serving = LinearClassifier.fit(split.texts, split.labels, classes, config=config, vectorizer=vocabulary)
+    return {"evaluated_on": evaluated_on, **figures(classes, truth, logits)}, serving
+
+
+def _transformer(
+    split: _Split,
+    classes: list[str],
+    settings: Settings,
+    *,
+    alone: bool,
+    warm_from: Version | None,
+    train_config: TrainConfig | None,
+    callbacks: Sequence,
+) -> tuple[dict, Any]:
+    if not split.eval_y and not alone:
+        return {"skipped": "too few held-out labels to compare it"}, None
+    config = train_config or TrainConfig.from_settings(settings, warm=warm_from is not None, progress=False)
+    base = str(warm_from.path) if warm_from else settings.model_name
+    model, epochs = fine_tune(
+        split.train_x, split.train_y, classes, base_model=base, config=config, callbacks=callbacks
+    )
+    summary: dict[str, Any] = {"train_config": {**asdict(config), "base_model": base, "epochs_run": round(epochs, 2)}}
+    if split.eval_y:
+        summary.update(
+            evaluated_on=f"held-out ({len(split.eval_y)} labels)",
+            **figures(classes, split.eval_y, model.predict_logits(split.eval_x)),
+        )
+    else:
+        summary["evaluated_on"] = "not evaluated (too few labels to hold some out)"
+    return summary, model
+
+
 def train_version(
     texts: Sequence[str],
     labels: Sequence[str],
@@ -104,68 +176,40 @@ def train_version(
     callbacks: Sequence = (),
 ) -> Outcome:
     """Train every kind in `kinds` on (texts, labels), keep the best (against `serving` too, when its kind is
-    not retrained here), store and promote it. `unlabeled`: the project's other texts (n-gram vocabulary);
-    `warm_from`: a transformer version to fine-tune from instead of MODEL_NAME."""
+    not retrained here), store and promote it. `unlabeled`: the project's other texts (n-gram vocabulary, and
+    the prevalence that names the rarest class); `warm_from`: a transformer version to fine-tune from instead of
+    MODEL_NAME."""
     classes, texts, labels = list(classes), list(texts), list(labels)
     counts = check_labels(labels, classes, 2)
-    mask = held_out(texts)
-    eval_counts = Counter(y for y, m in zip(labels, mask, strict=True) if m)
-    has_holdout = all(eval_counts.get(c, 0) >= MIN_EVAL_PER_CLASS for c in classes) and not mask.all()
-    train_x = [t for t, m in zip(texts, mask, strict=True) if not m or not has_holdout]
-    train_y = [y for y, m in zip(labels, mask, strict=True) if not m or not has_holdout]
-    eval_x = [t for t, m in zip(texts, mask, strict=True) if m and has_holdout]
-    eval_y = [y for y, m in zip(labels, mask, strict=True) if m and has_holdout]
+    split = _Split.of(texts, labels, classes)
 
-    trained: list[tuple[dict, TextClassifier | None]] = []
+    trained: list[tuple[dict, Any]] = []
     for kind in kinds:
         started = time.time()
         if kind == LinearClassifier.kind:
-            config = LinearConfig.from_settings(settings)
-            vocabulary = LinearClassifier.vocabulary([*texts, *unlabeled], config)
-            if has_holdout:
-                model = LinearClassifier.fit(train_x, train_y, classes, config=config, vectorizer=vocabulary)
-                logits, evaluated_on = model.predict_logits(eval_x), f"held-out ({len(eval_y)} labels)"
-            else:
-                logits, folds = _out_of_fold(texts, labels, classes, config, vocabulary)
-                evaluated_on = f"{folds}-fold cross-validation ({len(labels)} labels)"
-            # Evaluated on a part; what serves learns from every label (a fraction of a second).
-            candidate: TextClassifier | None = LinearClassifier.fit(
-                texts, labels, classes, config=config, vectorizer=vocabulary
-            )
-            fig = figures(classes, eval_y if has_holdout else labels, logits)
+            summary, model = _linear(split, classes, settings, unlabeled)
         elif kind == TransformerClassifier.kind:
-            if not has_holdout and len(kinds) > 1:
-                trained.append(({"kind": kind, "skipped": "too few held-out labels to compare it"}, None))
-                continue
-            config_t = train_config or TrainConfig.from_settings(settings, warm=warm_from is not None, progress=False)
-            base = str(warm_from.path) if warm_from else settings.model_name
-            model_t, epochs = fine_tune(
-                train_x, train_y, classes, base_model=base, config=config_t, callbacks=callbacks
+            summary, model = _transformer(
+                split,
+                classes,
+                settings,
+                alone=len(kinds) == 1,
+                warm_from=warm_from,
+                train_config=train_config,
+                callbacks=callbacks,
             )
-            candidate = model_t
-            if has_holdout:
-                fig = figures(classes, eval_y, model_t.predict_logits(eval_x))
-                evaluated_on = f"held-out ({len(eval_y)} labels)"
-            else:
-                fig, evaluated_on = {}, "not evaluated (too few labels to hold some out)"
-            fig["train_config"] = {**asdict(config_t), "base_model": base, "epochs_run": round(epochs, 2)}
         else:
             raise ValueError(f"unknown model kind {kind!r}; MODEL_KINDS takes {list(MODEL_KINDS)}")
-        summary = {
-            "kind": kind,
-            "evaluated_on": evaluated_on,
-            "train_seconds": round(time.time() - started, 2),
-            **fig,
-        }
-        trained.append((summary, candidate))
+        trained.append(({"kind": kind, "train_seconds": round(time.time() - started, 2), **summary}, model))
 
-    contenders = [(s, c) for s, c in trained if c is not None]
+    contenders = [(s, m) for s, m in trained if m is not None]
     predicted = contenders[0][1].predict_proba(list(unlabeled)).argmax(axis=1) if unlabeled else []
     metric = selection_metric(classes, [*labels, *(classes[i] for i in predicted)])
     for summary, _ in trained:
         summary["score"] = None if "skipped" in summary else score_of(summary, metric)
+    # The best figure wins; a tie, or no figure at all, goes to the kind listed first.
     best_summary, best = max(
-        contenders, key=lambda sc: (-1 if sc[0]["score"] is None else sc[0]["score"], -contenders.index(sc))
+        contenders, key=lambda sm: (-1.0 if sm[0]["score"] is None else sm[0]["score"], -contenders.index(sm))
     )
     candidates = [s for s, _ in trained]
     incumbent = _incumbent(serving, kinds, metric)
@@ -173,24 +217,13 @@ def train_version(
         candidates.append(incumbent)
         if best_summary["score"] is not None and incumbent["score"] > best_summary["score"]:
             decision = (
-                f"kept {serving.name if serving else '?'} ({incumbent['kind']}, {metric} "
-                f"{incumbent['score']:.3f}): the best new candidate, {best_summary['kind']}, measured "
-                f"{best_summary['score']:.3f}"
+                f"kept {incumbent['version']} ({incumbent['kind']}, {metric} {incumbent['score']:.3f}): the best "
+                f"new candidate, {best_summary['kind']}, measured {best_summary['score']:.3f}"
             )
             log.info(decision)
             return Outcome(None, decision, candidates)
 
-    temperature = (best_summary.get("calibration") or {}).get("temperature", 1.0)
-    best.temperature = temperature
-    others = ", ".join(
-        f"{s['kind']} {s['score']:.3f}" for s in candidates if s is not best_summary and s.get("score") is not None
-    )
-    decision = (
-        f"promoted {best_summary['kind']} ({metric} {best_summary['score']:.3f}"
-        if best_summary["score"] is not None
-        else f"promoted {best_summary['kind']} (not evaluated"
-    )
-    decision += f"; against {others})" if others else ")"
+    best.temperature = (best_summary.get("calibration") or {}).get("temperature", 1.0)
     version = registry.store(
         scope,
         best,
@@ -198,18 +231,27 @@ def train_version(
             "classes": classes,
             "labels_used": len(labels),
             "label_counts": {c: counts.get(c, 0) for c in classes},
-            "eval_size": len(eval_y),
+            "eval_size": len(split.eval_y),
             "selection_metric": metric,
             "metrics": {k: best_summary[k] for k in ("n", "accuracy", "f1_macro", "f1") if k in best_summary},
-            "temperature": temperature,
+            "temperature": best.temperature,
             "candidates": candidates,
-            "decision": decision,
+            "decision": _decision(best_summary, candidates, metric),
             "parent": serving.name if serving else None,
             "train_seconds": round(sum(s.get("train_seconds", 0) for s in candidates), 2),
         },
     )
-    log.info("%s: %s", version.name, decision)
-    return Outcome(version, decision, candidates)
+    log.info("%s: %s", version.name, version.metadata["decision"])
+    return Outcome(version, version.metadata["decision"], candidates)
+
+
+def _decision(best: dict, candidates: list[dict], metric: str) -> str:
+    """ "promoted linear (f1:xenófobo 0.812; against transformer 0.655)" """
+    figure = f"{metric} {best['score']:.3f}" if best["score"] is not None else "not evaluated"
+    others = ", ".join(
+        f"{c['kind']} {c['score']:.3f}" for c in candidates if c is not best and c.get("score") is not None
+    )
+    return f"promoted {best['kind']} ({figure}; against {others})" if others else f"promoted {best['kind']} ({figure})"
 
 
 def _out_of_fold(
