@@ -27,15 +27,19 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T that minimizes the negative log-likelihood of `labels` (1.0 when there is nothing to fit)."""
+    """The T that minimizes the negative log-likelihood of `labels`; 1.0 when there is nothing to fit, or when
+    the fit runs into a bound: labels the model gets right no better than a coin (a held-out part of only
+    the hardest, margin-chosen tweets can be that) would flatten every probability to 0.5 and put every task
+    in the uncertain band, which says nothing about the project's other tweets."""
     labels = np.asarray(labels)
     if len(labels) < 2 or len(np.unique(labels)) < 2:
         return 1.0
+    bounds = np.log(T_BOUNDS)
     found = minimize_scalar(
-        lambda log_t: nll(logits, labels, float(np.exp(log_t))),
-        bounds=tuple(np.log(T_BOUNDS)),
-        method="bounded",
+        lambda log_t: nll(logits, labels, float(np.exp(log_t))), bounds=tuple(bounds), method="bounded"
     )
+    if min(abs(found.x - bounds[0]), abs(found.x - bounds[1])) < 0.01:
+        return 1.0
     return float(np.exp(found.x))
 
 

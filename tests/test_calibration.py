@@ -40,3 +40,11 @@ def test_the_uncertain_band_holds_the_mistakes_after_calibration():
 def test_nothing_to_fit_gives_temperature_one():
     assert calibration.fit_temperature(np.zeros((3, 2)), np.array([1, 1, 1])) == 1.0
     assert calibration.expected_calibration_error(np.zeros((0, 2)), np.array([])) == 0.0
+
+
+def test_a_fit_that_runs_into_a_bound_keeps_the_raw_scores():
+    """Labels that the logits get right only half the time: flattening everything is no calibration."""
+    rng = np.random.default_rng(1)
+    logits = np.column_stack([np.zeros(200), rng.normal(0, 3, 200)])
+    labels = rng.integers(0, 2, 200)
+    assert calibration.fit_temperature(logits, labels) == 1.0
