@@ -131,11 +131,13 @@ def start_training(stack: LocalStack, project: int) -> str | None:
 
 
 def wait_switch(ls, project: int, workers: list, version: str | None = None, *, since: str = "", timeout=3600) -> str:
-    """Waits until the project's model_version is `version` (None: any other than `since`); returns it."""
+    """Waits until the project's model_version is `version` (None: any version of ours but `since`); returns it.
+    (Before the first one, the project holds what /setup answered: the base model's name.)"""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        current = ls.projects.get(id=project).model_version
-        if current and current != since and (version is None or current == version):
+        current = ls.projects.get(id=project).model_version or ""
+        ours = current.startswith(f"project{project}-v") and current != since
+        if ours and (version is None or current == version):
             return current
         if any(w.poll() is not None for w in workers):
             raise RuntimeError("a worker died; see worker.log")

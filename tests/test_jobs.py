@@ -46,3 +46,23 @@ def test_jobs_enqueued_under_their_old_path_still_run(redis_server):
     queue = Queue("old-jobs", connection=Redis.from_url(redis_server.url))
     job = queue.enqueue_call("backend.jobs.finish_rescoring", kwargs={"project": 1, "version": "project1-v1"})
     assert job.func is jobs.finish_rescoring
+
+
+def test_a_transformer_warm_starts_from_the_newest_transformer_whatever_serves(tmp_path):
+    from backend.retraining.jobs import _warm_start
+
+    class Stub:
+        def __init__(self, kind):
+            self.kind = kind
+
+        def save(self, folder):
+            (folder / "weights").write_text("w")
+
+    registry = Registry(tmp_path)
+    classes = {"classes": ["ok", "xenófobo"]}
+    older = registry.store("3", Stub("transformer"), classes)
+    registry.store("3", Stub("linear"), classes)  # serving now
+    assert _warm_start(registry, "3", ["xenófobo", "ok"], Settings()).name == older.name
+    assert _warm_start(registry, "3", ["ok", "spam"], Settings()) is None
+    assert _warm_start(registry, "3", ["ok", "xenófobo"], Settings(warm_start=False)) is None
+    assert _warm_start(registry, "4", ["ok", "xenófobo"], Settings()) is None  # nothing of its own, no default

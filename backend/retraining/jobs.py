@@ -31,7 +31,7 @@ from ..models.loader import load_version
 from ..models.training import train_version
 from ..models.transformer import TransformerClassifier
 from ..predictions import NO_PREDICTION, predict_tasks
-from ..registry import Registry, Version, scope_of
+from ..registry import DEFAULT_SCOPE, Registry, Version, scope_of
 from ..settings import Settings
 from .policy import FAST, FULL, RetrainPolicy
 
@@ -109,7 +109,7 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
         registry=registry,
         scope=scope,
         unlabeled=[t.text for t in unlabeled],
-        warm_from=_warm_start(serving, config.classes, settings),
+        warm_from=_warm_start(registry, scope, config.classes, settings),
         serving=serving,
         callbacks=[_JobProgress()],
     )
@@ -135,13 +135,20 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
     return result
 
 
-def _warm_start(serving: Version | None, classes: Sequence[str], settings: Settings) -> Version | None:
-    """The serving version, when a transformer may fine-tune it: a transformer for the same classes."""
-    if not settings.warm_start or serving is None:
+def _warm_start(registry: Registry, scope: str, classes: Sequence[str], settings: Settings) -> Version | None:
+    """The project's newest transformer version for the same classes (else the default scope's serving one),
+    which a transformer fine-tunes (fast) instead of MODEL_NAME (from scratch), whatever kind serves now."""
+    if not settings.warm_start:
         return None
-    meta = serving.metadata
-    same = sorted(meta.get("classes", [])) == sorted(classes)
-    return serving if same and meta.get("kind", TransformerClassifier.kind) == TransformerClassifier.kind else None
+    for version in [*reversed(registry.versions(scope)), registry.current(DEFAULT_SCOPE)]:
+        if version is None:
+            continue
+        meta = version.metadata
+        if meta.get("kind", TransformerClassifier.kind) == TransformerClassifier.kind and sorted(
+            meta.get("classes", [])
+        ) == sorted(classes):
+            return version
+    return None
 
 
 def enqueue_rescoring(
