@@ -17,6 +17,7 @@ label count), learning_curve.html (plotly, offline) and learning_curve.png when 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import tempfile
@@ -301,10 +302,11 @@ def write(report: dict[str, Any], out: Path) -> list[Path]:
 def chart(report: dict[str, Any], out: Path) -> list[Path]:
     """The learning curves with a band of one standard error, as HTML (works offline) and PNG if possible."""
     import plotly.graph_objects as go
+    from plotly.colors import qualitative
 
     figure = go.Figure()
     rows = report["summary"]["table"]
-    for strategy in report["config"]["strategies"]:
+    for strategy, color in zip(report["config"]["strategies"], itertools.cycle(qualitative.Plotly), strict=False):
         mine = [r for r in rows if r["strategy"] == strategy]
         x = [r["labels"] for r in mine]
         upper = [r["mean"] + r["se"] for r in mine]
@@ -314,6 +316,7 @@ def chart(report: dict[str, Any], out: Path) -> list[Path]:
                 x=x + x[::-1],
                 y=upper + lower[::-1],
                 fill="toself",
+                fillcolor=color,
                 opacity=0.2,
                 line={"width": 0},
                 showlegend=False,
@@ -321,7 +324,9 @@ def chart(report: dict[str, Any], out: Path) -> list[Path]:
                 name=strategy,
             )
         )
-        figure.add_trace(go.Scatter(x=x, y=[r["mean"] for r in mine], mode="lines+markers", name=strategy))
+        figure.add_trace(
+            go.Scatter(x=x, y=[r["mean"] for r in mine], mode="lines+markers", name=strategy, line={"color": color})
+        )
     full = report["summary"]["full_pool"]["mean"]
     figure.add_hline(y=full, line_dash="dash", annotation_text=f"full pool {full:.3f}")
     figure.update_layout(
