@@ -142,6 +142,10 @@ def test_webhook_ignores_other_actions_without_redis(client):
 def test_versions_lists_the_registry(client):
     answer = client.get("/versions")
     assert answer.json["versions"] == ["default-v1"] and answer.json["current"] == "default-v1"
+    (details,) = answer.json["details"]
+    assert details["version"] == "default-v1" and details["kind"] == "transformer"
+    assert details["metric"] == "f1:xenófobo" and 0 <= details["score"] <= 1
+    assert details["decision"].startswith("promoted transformer")
 
 
 def test_metrics_count_requests_and_predictions(client):
