@@ -1,7 +1,8 @@
 """RQ jobs of the retraining loop: plain functions taking only JSON-serializable arguments.
 
     train_project(project, tier)             labels from Label Studio -> train the tier's kinds -> promote the
-                                             best -> enqueue re-scoring
+                                             best -> re-score: a fast kind in this job (rescore_now), a
+                                             transformer in chunk jobs that more workers share
     score_chunk(project, version, tasks)     one chunk of unlabeled tasks -> predictions of `version`, in bulk
     finish_rescoring(project, version)       after every chunk: the project's model_version -> `version`,
                                              predictions of older versions of ours deleted
@@ -32,7 +33,7 @@ from ..models.training import train_version
 from ..models.transformer import TransformerClassifier
 from ..predictions import NO_PREDICTION, predict_tasks
 from ..registry import DEFAULT_SCOPE, Registry, Version, scope_of
-from ..settings import Settings
+from ..settings import FAST_KINDS, Settings
 from .policy import FAST, FULL, RetrainPolicy
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,12 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
         version = outcome.version
         result["version"] = version.name
         result["pruned"] = registry.prune(scope, keep=settings.keep_versions)
-        result["rescoring_chunks"] = enqueue_rescoring(project, version.name, settings, queue, xml=xml, tasks=unlabeled)
+        if version.metadata.get("kind") in FAST_KINDS:
+            result["rescored"] = rescore_now(project, version.name, settings, xml=xml, tasks=unlabeled)
+        else:
+            result["rescoring_chunks"] = enqueue_rescoring(
+                project, version.name, settings, queue, xml=xml, tasks=unlabeled
+            )
         _progress(stage="promoted", version=version.name, labels=len(labels))
     result["seconds"] = round(time.time() - started, 2)
     log.info("project %s: %s", project, result)
@@ -195,6 +201,27 @@ def _serving(project: int, version: str, settings: Settings) -> Version | None:
     """The registry's version `version` if it still serves the project; None once a newer one was promoted."""
     serving = Registry(settings.model_dir).resolve(project)
     return serving if serving is not None and serving.name == version else None
+
+
+def rescore_now(project: int, version: str, settings: Settings, *, xml: str, tasks: list[Task]) -> dict:
+    """A fast kind's re-scoring, inside the training job: the chunk and switch functions the queue would run,
+    called in turn, without the job hand-offs (a linear version scores thousands of tweets in a fraction of a
+    second; writing to Label Studio is the rest). The project switches only after every chunk is written."""
+    size = settings.rescore_chunk
+    chunks = [
+        score_chunk(project, version, xml, [[t.id, t.text] for t in tasks[i : i + size]])
+        for i in range(0, len(tasks), size)
+    ]
+    switch_started = time.time()
+    final = finish_rescoring(project, version)
+    return {
+        "chunks": len(chunks),
+        "predictions": sum(c.get("predictions", 0) for c in chunks),
+        "score_seconds": round(sum(c.get("score_seconds", 0) for c in chunks), 2),
+        "write_seconds": round(sum(c.get("seconds", 0) - c.get("score_seconds", 0) for c in chunks), 2),
+        "switch": final["status"],
+        "switch_and_cleanup_seconds": round(time.time() - switch_started, 2),
+    }
 
 
 def score_chunk(project: int, version: str, label_config: str, tasks: list[list]) -> dict:
