@@ -98,7 +98,9 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
 
     registry = Registry(settings.model_dir)
     scope = scope_of(project)
-    serving = registry.resolve(project)
+    # The project's own version: the default scope's (which serves projects without one) was measured on other
+    # labels, so its figure says nothing here.
+    serving = registry.current(scope)
     kinds = (settings.fast_kinds or settings.kinds) if tier == FAST else settings.kinds
     _progress(stage="training", labels=len(labels), kinds=kinds)
     outcome = train_version(
