@@ -4,6 +4,7 @@ Label Studio sends them.
 """
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,10 +131,12 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
     loop.wait_version(pid, version)
     print(f"annotation -> linear version serving every task in Label Studio: {time.time() - last_annotation:.1f} s")
 
-    # The worker trained on all 12 labels read from Label Studio and promoted the version.
+    # The worker trained on the labels it read from Label Studio and promoted the version. The 10th annotation
+    # event (the 2 of the cold start count too) started the run, which reads what exists by then: 10 to 12.
     current = Registry(loop.model_dir).current(str(pid))
-    assert current.name == version and current.metadata["labels_used"] == 12
-    assert current.metadata["label_counts"] == {"ok": 8, "xenófobo": 4}
+    used = current.metadata["labels_used"]
+    assert current.name == version and 10 <= used <= 12
+    assert current.metadata["label_counts"] == dict(Counter(label for _, label in to_label[:used]))
     assert (
         current.metadata["kind"] == "linear" and "cross-validation" in current.metadata["candidates"][0]["evaluated_on"]
     )
