@@ -59,6 +59,8 @@ class LabelStudioClient:
             raise BackendError("LABEL_STUDIO_API_KEY is not set: the retraining jobs cannot read annotations")
         self.url = url.rstrip("/")
         self.ls = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+        # LABEL_STUDIO_ATTEMPTS and _BACKOFF are the only retries: the SDK's own 2 (1 s, 2 s) multiplied them.
+        self.ls._client_wrapper.httpx_client.base_max_retries = 0
         self._attempts, self._backoff = attempts, backoff
 
     @classmethod
