@@ -32,6 +32,8 @@ METADATA = "metadata.json"
 # names of this shape are ever deleted from a project.
 VERSION_NAME = re.compile(r"^(default|project[A-Za-z0-9_-]+)-v(\d+)$")
 STALE_STAGING_SECONDS = 3600
+# The kind of versions stored before their metadata named one.
+LEGACY_KIND = "transformer"
 
 
 def scope_of(project: str | int | None) -> str:
@@ -65,6 +67,11 @@ class Version:
         except FileNotFoundError:
             return {}
 
+    @property
+    def kind(self) -> str:
+        """The model kind that stored it; versions from before kinds existed are transformers."""
+        return self.metadata.get("kind", LEGACY_KIND)
+
     def summary(self) -> dict:
         """What `versions` and /versions show: kind, labels, the figure it was chosen by, the decision."""
         meta = self.metadata
@@ -73,7 +80,7 @@ class Version:
         score = metrics.get("f1_macro") if metric == "f1_macro" else (metrics.get("f1") or {}).get(metric[3:])
         return {
             "version": self.name,
-            "kind": meta.get("kind", "transformer"),
+            "kind": meta.get("kind", LEGACY_KIND),
             "labels": meta.get("labels_used"),
             "metric": metric,
             "score": score,

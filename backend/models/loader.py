@@ -31,8 +31,9 @@ def load_version(version: Version, settings: Settings, **overrides) -> TextClass
     """The classifier stored as `version`, with the temperature it was calibrated with; `overrides`: inference
     options (e.g. dtype="float32"). Each kind takes the options it knows."""
     meta = version.metadata
-    kind = meta.get("kind", TransformerClassifier.kind)
-    return _load(kind, version.path, version.name, settings, temperature=meta.get("temperature", 1.0), **overrides)
+    return _load(
+        version.kind, version.path, version.name, settings, temperature=meta.get("temperature", 1.0), **overrides
+    )
 
 
 def load_base(settings: Settings, **overrides) -> TextClassifier:

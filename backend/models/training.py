@@ -275,7 +275,7 @@ def _incumbent(serving: Version | None, kinds: Sequence[str], metric: str) -> di
     if serving is None:
         return None
     meta = serving.metadata
-    kind = meta.get("kind", TransformerClassifier.kind)
+    kind = serving.kind
     score = score_of(meta.get("metrics") or {}, metric)
     if kind in kinds or score is None:
         return None

@@ -131,7 +131,7 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
         version = outcome.version
         result["version"] = version.name
         result["pruned"] = registry.prune(scope, keep=settings.keep_versions)
-        if version.metadata.get("kind") in FAST_KINDS:
+        if version.kind in FAST_KINDS:
             result["rescored"] = rescore_now(project, version.name, settings, xml=xml, tasks=unlabeled)
         else:
             result["rescoring_chunks"] = enqueue_rescoring(
@@ -152,9 +152,7 @@ def _warm_start(registry: Registry, scope: str, classes: Sequence[str], settings
         if version is None:
             continue
         meta = version.metadata
-        if meta.get("kind", TransformerClassifier.kind) == TransformerClassifier.kind and sorted(
-            meta.get("classes", [])
-        ) == sorted(classes):
+        if version.kind == TransformerClassifier.kind and sorted(meta.get("classes", [])) == sorted(classes):
             return version
     return None
 
