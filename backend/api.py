@@ -10,12 +10,19 @@ import hmac
 import logging
 import time
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, jsonify, request, send_file
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
-from . import metrics, predictions
-from .errors import BackendError, BadRequest, LabelConfigError, LabelStudioUnavailable, NoTrainedModel
+from . import metrics, predictions, report
+from .errors import (
+    BackendError,
+    BadRequest,
+    LabelConfigError,
+    LabelStudioUnavailable,
+    NoTrainedModel,
+    UnknownProject,
+)
 from .labelstudio.label_config import parse_label_config
 from .model_store import ModelStore
 from .registry import scope_of
@@ -28,6 +35,7 @@ log = logging.getLogger(__name__)
 OPEN_ROUTES = {"health", "webhook"}
 # The errors a request can cause and their statuses; any other error is ours: 500, traceback in the log.
 STATUS: dict[type[BackendError], int] = {
+    UnknownProject: 404,
     LabelConfigError: 422,
     BadRequest: 400,
     NoTrainedModel: 409,
@@ -137,15 +145,30 @@ def create_app(
     def versions():
         scope = scope_of(request.args.get("project"))
         versions = store.registry.versions(scope)
+        history = store.registry.history(scope)
         return jsonify(
             versions=[v.name for v in versions],
             current=store.version_for(scope),
             details=[v.summary() for v in versions],
+            stop=settings.stop_rule.judge(history).as_dict(),
         )
+
+    @app.get("/report")
+    def project_report():
+        project = request.args.get("project", "")
+        if not (project.isascii() and project.isdigit() and 0 < len(project) <= 10 and int(project) > 0):
+            raise BadRequest("/report needs `project`: a Label Studio project id, e.g. /report?project=1")
+        page = report.render(report.gather(int(project), settings, store), plotly_src="report/plotly.min.js")
+        return Response(page, content_type="text/html; charset=utf-8")
+
+    @app.get("/report/plotly.min.js")
+    def plotly_js():
+        # The report works where no CDN can be reached: the plotly package ships its JavaScript.
+        return send_file(report.PLOTLY_JS, mimetype="text/javascript", max_age=86400)
 
     @app.get("/metrics")
     def prometheus():
-        body, content_type = metrics.render()
+        body, content_type = metrics.render(store.registry)
         return Response(body, content_type=content_type)
 
     return app

@@ -1,5 +1,5 @@
-"""Command line: `python -m backend serve | worker | run | train | predict | export | versions | rollback |
-setup-project`.
+"""Command line: `python -m backend serve | worker | run | train | predict | export | report | versions |
+rollback | setup-project | simulate`.
 
 Each command is a thin wrapper over a package function; heavy imports happen inside the commands.
 """
@@ -45,7 +45,14 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--out", required=True, type=Path, help="a .csv or .json file")
     export.add_argument("--threshold", type=float, help="keep only tasks with margin <= THRESHOLD")
 
-    commands.add_parser("versions", help="list stored model versions")
+    report = commands.add_parser(
+        "report",
+        help="a project's learning report as one HTML file (the page of /report?project=ID, works offline)",
+    )
+    report.add_argument("--project", required=True, type=int)
+    report.add_argument("--out", required=True, type=Path, help="an .html file")
+
+    commands.add_parser("versions", help="list stored model versions, their figures and the stop signal")
 
     rollback = commands.add_parser("rollback", help="serve an earlier version again and re-score the project with it")
     rollback.add_argument("--project", help="Label Studio project id (default: the default version)")
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             "rollback": _rollback,
             "setup-project": _setup_project,
             "export": _export,
+            "report": _report,
             "run": _run,
         }
         handlers[args.command](args, settings)
@@ -281,6 +289,15 @@ def _export(args, settings: Settings) -> None:
     print(f"wrote {written} tasks of project {args.project} to {args.out}")
 
 
+def _report(args, settings: Settings) -> None:
+    from .report import write_report
+
+    report = write_report(args.project, args.out, settings)
+    print(f"wrote the report of project {args.project} to {args.out}")
+    if report.signal is not None and report.history:
+        print(report.signal.sentence)
+
+
 def _versions(args, settings: Settings) -> None:
     from .registry import Registry
 
@@ -300,3 +317,11 @@ def _versions(args, settings: Settings) -> None:
             )
             if info["decision"]:
                 print(f"{'':11}{info['decision']}")
+            if info["unlabeled"] is not None:
+                kappa = "-" if info["kappa_previous"] is None else f"{info['kappa_previous']:.3f}"
+                share = "-" if info["uncertain_share"] is None else f"{info['uncertain_share']:.1%}"
+                print(
+                    f"{'':11}kappa to previous {kappa}; uncertain {info['uncertain']} of {info['unlabeled']} "
+                    f"unlabeled ({share})"
+                )
+        print(f"{'':11}{settings.stop_rule.judge(registry.history(scope)).sentence}")

@@ -1,7 +1,7 @@
 """Every exception of the backend, grouped by whose fault it is. HTTP statuses live at the edge (api.py).
 
 The caller's mistakes:
-    BadRequest, LabelConfigError
+    BadRequest, LabelConfigError, UnknownProject
 A state of the data (nothing is broken; more labels or another input fix it):
     NoTrainingData, NoTrainedModel
 A dependency that is unavailable (retry later):
@@ -19,6 +19,10 @@ class BadRequest(BackendError):
 
 class LabelConfigError(BadRequest):
     """A label config this backend cannot serve (no <Choices> bound to a <Text>, multiple choice, ...)."""
+
+
+class UnknownProject(BadRequest):
+    """A project id Label Studio does not know (or this backend's token cannot see)."""
 
 
 class NoTrainingData(BackendError):

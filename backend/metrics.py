@@ -17,6 +17,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
+
+from .registry import Registry
 
 REQUESTS = Counter("ml_backend_requests_total", "HTTP requests answered", ["route", "method", "status"])
 LATENCY = Histogram(
@@ -36,12 +39,49 @@ MODEL_VERSION = Gauge(
 )
 
 
-def render() -> tuple[bytes, str]:
+class ProgressCollector:
+    """Per project, what its serving version recorded when it was trained: kappa to the version before it and the
+    share of unlabeled tasks in the uncertain band. Read from the registry at each scrape: the worker promotes
+    versions, the server only reads them."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    def collect(self):
+        kappa = GaugeMetricFamily(
+            "ml_backend_kappa_previous",
+            "Cohen's kappa between the serving version's and the previous version's predicted labels on the "
+            "unlabeled tasks (stopping criterion: stabilizing predictions)",
+            labels=["project"],
+        )
+        share = GaugeMetricFamily(
+            "ml_backend_uncertain_share",
+            "Share of unlabeled tasks whose margin is at most UNCERTAIN_MARGIN, under the serving version",
+            labels=["project"],
+        )
+        for scope in self.registry.scopes():
+            current = self.registry.current(scope)
+            meta = current.metadata if current else {}
+            for family, key in ((kappa, "kappa_previous"), (share, "uncertain_share")):
+                if isinstance(meta.get(key), int | float):
+                    family.add_metric([scope], float(meta[key]))
+        yield kappa
+        yield share
+
+
+def render(registry: Registry | None = None) -> tuple[bytes, str]:
+    """The exposition text: the counters of every server process, and the registry's progress gauges."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+        counters = CollectorRegistry()
+        multiprocess.MultiProcessCollector(counters)
+        body = generate_latest(counters)
+    else:
+        body = generate_latest()
+    if registry is not None:
+        progress = CollectorRegistry(auto_describe=True)
+        progress.register(ProgressCollector(registry))
+        body += generate_latest(progress)
+    return body, CONTENT_TYPE_LATEST
 
 
 def serving(version: str, previous: str | None) -> None:

@@ -2,6 +2,8 @@
 
     MODEL_DIR/<scope>/versions/<version>/   weights, tokenizer, metadata.json
     MODEL_DIR/<scope>/CURRENT               the name of the version being served
+    MODEL_DIR/<scope>/history.jsonl         the metadata of every version ever promoted, one line each: the
+                                            learning curve outlives pruning
 
 A version is written under a hidden staging folder, renamed into `versions/` complete, and only then named
 in CURRENT (replaced atomically). A crash at any point leaves the previous version serving and no
@@ -28,12 +30,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SCOPE = "default"
 METADATA = "metadata.json"
+HISTORY = "history.jsonl"
 # Version names: "default-v3", "project12-v7". Label Studio stores them as predictions' model_version; only
 # names of this shape are ever deleted from a project.
 VERSION_NAME = re.compile(r"^(default|project[A-Za-z0-9_-]+)-v(\d+)$")
 STALE_STAGING_SECONDS = 3600
 # The kind of versions stored before their metadata named one.
 LEGACY_KIND = "transformer"
+# What a version recorded of the unlabeled tasks when it was trained (stopping.Snapshot.figures).
+PROGRESS_FIGURES = ("unlabeled", "uncertain", "uncertain_share", "kappa_previous")
 
 
 def scope_of(project: str | int | None) -> str:
@@ -46,12 +51,14 @@ def scope_of(project: str | int | None) -> str:
     return scope
 
 
-class Storable(Protocol):
+class Saves(Protocol):
+    def save(self, folder: Path) -> None: ...
+
+
+class Storable(Saves, Protocol):
     """What the registry needs of a fitted classifier (models.base.TextClassifier has it)."""
 
     kind: str
-
-    def save(self, folder: Path) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class Version:
             ],
             "decision": meta.get("decision"),
             "created_at": meta.get("created_at"),
+            **{key: meta.get(key) for key in PROGRESS_FIGURES},
         }
 
 
@@ -130,10 +138,29 @@ class Registry:
         numbers = [_number(v.name) for v in self.versions(scope)]
         return f"{prefix}-v{max(numbers, default=0) + 1}"
 
-    def store(self, scope: str, classifier: Storable, metadata: dict) -> Version:
-        """Save a fitted classifier of any kind as the scope's next version and make it CURRENT."""
+    def history(self, scope: str) -> list[dict]:
+        """The metadata of every version promoted in the scope, oldest first, pruned ones included."""
+        try:
+            lines = (self._scope_dir(scope) / HISTORY).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        entries = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line cut short by a crash mid-append
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
+
+    def store(self, scope: str, classifier: Storable, metadata: dict, extras: tuple[Saves, ...] = ()) -> Version:
+        """Save a fitted classifier of any kind (and `extras`, files beside it) as the scope's next version and
+        make it CURRENT."""
         with self.stage(scope) as staged:
             classifier.save(staged)
+            for extra in extras:
+                extra.save(staged)
             meta = {
                 "kind": classifier.kind,
                 **metadata,
@@ -173,6 +200,9 @@ class Registry:
                 if not (versions / name).exists():
                     raise
         self.set_current(scope, name)
+        # One line per append (O_APPEND): concurrent promotions of a scope never interleave inside a line.
+        with (self._scope_dir(scope) / HISTORY).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(meta, ensure_ascii=False) + "\n")
         return Version(scope, name, versions / name)
 
     def prune(self, scope: str, keep: int) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .stopping import StabilizingPredictions
 from .uncertainty import STRATEGIES
 
 # The model kinds (models/), by cost: a fast kind trains in seconds, on every batch of annotations.
@@ -38,6 +39,9 @@ class Settings(BaseSettings):
     # A job's calls to Label Studio retry with exponential backoff (1, 2, 4, ... s x BACKOFF) this many times.
     label_studio_attempts: int = Field(default=5, ge=1)
     label_studio_backoff: float = Field(default=1.0, ge=0)
+    # Label Studio as a browser reaches it, for the report's links to tasks (default: LABEL_STUDIO_URL; they
+    # differ in docker compose, where the backend reaches it as http://label-studio:8080).
+    label_studio_public_url: str = ""
 
     # Basic auth on every route but /health and /webhook (Label Studio sends webhooks without it).
     basic_auth_user: str = ""
@@ -106,6 +110,14 @@ class Settings(BaseSettings):
     # workers on one machine should split the cores between them, or they slow each other down.
     torch_threads: int = Field(default=0, ge=0)
 
+    # The project manager's report (docs/report.md). A task is uncertain when its margin is at most
+    # UNCERTAIN_MARGIN (the shaded band, the share per version). The model has stopped changing once the mean
+    # Cohen's kappa between consecutive versions' predictions, over the last STOP_WINDOW versions, reaches
+    # STOP_KAPPA (stabilizing predictions; 0.99 bounds the change of F1 per version by 0.04).
+    uncertain_margin: float = Field(default=0.3, gt=0, le=1)
+    stop_kappa: float = Field(default=0.99, gt=0, le=1)
+    stop_window: int = Field(default=3, ge=1)
+
     @field_validator("uncertainty")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
@@ -138,6 +150,14 @@ class Settings(BaseSettings):
     @property
     def labels_override(self) -> list[str]:
         return [name.strip() for name in self.model_labels.split(",") if name.strip()]
+
+    @property
+    def stop_rule(self) -> StabilizingPredictions:
+        return StabilizingPredictions(self.stop_kappa, self.stop_window)
+
+    @property
+    def public_label_studio_url(self) -> str:
+        return (self.label_studio_public_url or self.label_studio_url).rstrip("/")
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:

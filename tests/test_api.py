@@ -146,6 +146,8 @@ def test_versions_lists_the_registry(client):
     assert details["version"] == "default-v1" and details["kind"] == "transformer"
     assert details["metric"] == "f1:xenófobo" and 0 <= details["score"] <= 1
     assert details["decision"].startswith("promoted transformer")
+    assert answer.json["stop"]["stop"] is False and answer.json["stop"]["window"] == 3
+    assert answer.json["stop"]["sentence"].startswith("Keep labeling")
 
 
 def test_metrics_count_requests_and_predictions(client):
@@ -154,6 +156,45 @@ def test_metrics_count_requests_and_predictions(client):
     assert 'ml_backend_requests_total{method="POST",route="/predict",status="200"}' in text
     assert 'ml_backend_predictions_total{model_version="default-v1"}' in text
     assert 'ml_backend_model_version{model_version="default-v1"} 1.0' in text
+    assert "# TYPE ml_backend_kappa_previous gauge" in text and "# TYPE ml_backend_uncertain_share gauge" in text
+
+
+def test_metrics_export_each_projects_kappa_and_uncertain_share(tmp_path):
+    from backend.registry import Registry
+
+    class Stub:
+        kind = "stub"
+
+        def save(self, folder):
+            pass
+
+    registry = Registry(tmp_path)
+    registry.store("12", Stub(), {"kappa_previous": 0.97, "uncertain_share": 0.25})
+    registry.store("13", Stub(), {"kappa_previous": None, "uncertain_share": 0.5})
+    from backend import metrics
+
+    text = metrics.render(registry)[0].decode()
+    assert 'ml_backend_kappa_previous{project="12"} 0.97' in text
+    assert 'ml_backend_uncertain_share{project="12"} 0.25' in text
+    assert 'ml_backend_uncertain_share{project="13"} 0.5' in text and 'kappa_previous{project="13"}' not in text
+
+
+@pytest.mark.parametrize("query", ["", "?project=", "?project=abc", "?project=0", "?project=12345678901", "?project=²"])
+def test_report_needs_a_project_id(client, query):
+    answer = client.get(f"/report{query}")
+    assert answer.status_code == 400 and "project" in answer.json["error"]
+
+
+def test_report_without_label_studio_credentials_says_so(client):
+    answer = client.get("/report?project=1")
+    assert answer.status_code == 503 and "LABEL_STUDIO_API_KEY" in answer.json["error"]
+
+
+def test_the_report_serves_plotly_itself(client):
+    answer = client.get("/report/plotly.min.js")
+    assert answer.status_code == 200 and answer.mimetype == "text/javascript"
+    assert b"plotly" in answer.data[:2000].lower() and len(answer.data) > 1_000_000
+    answer.close()
 
 
 def test_basic_auth_on_all_routes_but_health_and_webhook(trained_model_dir):

@@ -88,3 +88,17 @@ def test_rollback_serves_an_earlier_version(tmp_path):
         text=True,
     )
     assert missing.returncode == 1 and "no version 'project4-v9'" in missing.stderr
+
+
+def test_versions_shows_kappa_uncertain_share_and_the_stop_signal(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    registry = Registry(tmp_path)
+    for kappa in (None, 0.995, 0.999, 1.0):
+        registry.store("4", _Stub(), {"kappa_previous": kappa, "unlabeled": 50, "uncertain": 5, "uncertain_share": 0.1})
+    main(["versions"])
+    out = capsys.readouterr().out
+    assert "kappa to previous 0.999; uncertain 5 of 50 unlabeled (10.0%)" in out
+    assert "The model has stopped changing" in out
+    monkeypatch.setenv("STOP_KAPPA", "0.999")
+    main(["versions"])
+    assert "Keep labeling: the model is still changing" in capsys.readouterr().out

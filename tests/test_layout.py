@@ -13,11 +13,21 @@ ROOT = Path(backend.__file__).parent
 
 # Bottom to top: a module may import its own layer and the ones below, never one above.
 LAYERS = [
-    {"errors", "uncertainty", "calibration", "registry", "tables", "metrics", "models.preprocess", "stack.processes"},
+    {
+        "errors",
+        "uncertainty",
+        "calibration",
+        "stopping",
+        "registry",
+        "tables",
+        "metrics",
+        "models.preprocess",
+        "stack.processes",
+    },
     {"settings", "labelstudio.label_config", "models.base", "models.transformer", "models.linear"},
     {"labelstudio.client", "labelstudio.project_setup", "models.finetune", "models.loader", "models.training"},
-    {"predictions", "model_store", "retraining.policy"},
-    {"export", "retraining.jobs", "stack.demo", "api", "simulation"},
+    {"predictions", "model_store", "retraining.policy", "suspects"},
+    {"export", "report", "retraining.jobs", "stack.demo", "api", "simulation"},
     {"stack.launcher", "wsgi", "cli", "jobs", "__main__"},
 ]
 LAYER = {f"backend.{name}": i for i, names in enumerate(LAYERS) for name in names}

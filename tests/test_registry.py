@@ -73,3 +73,18 @@ def test_stale_staging_left_by_a_killed_process_is_cleaned_and_never_listed(tmp_
     assert [v.name for v in registry.versions("3")] == ["project3-v1"]
     _stage_and_promote(registry, "3")
     assert not stale.exists() and fresh.exists()
+
+
+def test_history_keeps_every_promoted_version_after_pruning(tmp_path):
+    registry = Registry(tmp_path)
+    for _ in range(4):
+        _stage_and_promote(registry, "5")
+    registry.prune("5", keep=1)
+    assert [v.name for v in registry.versions("5")] == ["project5-v4"]
+    history = registry.history("5")
+    assert [h["version"] for h in history] == [f"project5-v{i}" for i in range(1, 5)]
+    assert all(h["labels_used"] == 3 for h in history)
+    # A line cut short by a crash mid-append is skipped, not fatal.
+    with (tmp_path / "5" / "history.jsonl").open("a") as handle:
+        handle.write('{"version": "project5-v5", "lab')
+    assert len(registry.history("5")) == 4 and registry.history("6") == []

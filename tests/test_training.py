@@ -122,3 +122,21 @@ def test_a_trained_transformer_version_records_its_kind_and_figures(trained_mode
     assert meta["kind"] == "transformer" and meta["classes"] == ["ok", "xenófobo"]
     assert meta["labels_used"] == sum(meta["label_counts"].values())
     assert set(meta["metrics"]["f1"]) == {"ok", "xenófobo"} and 0 <= meta["metrics"]["f1_macro"] <= 1
+
+
+def test_each_version_records_the_uncertain_share_and_kappa_to_the_serving_one(tmp_path):
+    from backend.stopping import Snapshot
+
+    pool = [r["text"] for r in read_demo("tweets_pool.csv")]
+    first = _train(tmp_path, TEXTS[:60], LABELS[:60], unlabeled=pool).version
+    meta = first.metadata
+    assert meta["unlabeled"] == len(pool) and meta["kappa_previous"] is None
+    assert 0 <= meta["uncertain"] <= len(pool) and meta["uncertain_share"] == round(meta["uncertain"] / len(pool), 4)
+    second = _train(tmp_path, TEXTS, LABELS, unlabeled=pool[10:], serving=first).version
+    meta2 = second.metadata
+    assert meta2["kappa_on"] == len(set(pool[10:]))
+    # The figure is the kappa of the two stored snapshots, recomputed here from the files.
+    value, _ = Snapshot.load(second.path).agreement(Snapshot.load(first.path))
+    assert meta2["kappa_previous"] == round(value, 4) and -1 <= value < 1
+    assert second.summary()["kappa_previous"] == meta2["kappa_previous"]
+    assert [h["version"] for h in Registry(tmp_path).history("7")] == [first.name, second.name]

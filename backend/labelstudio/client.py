@@ -19,7 +19,7 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from ..errors import BackendError, LabelStudioUnavailable
+from ..errors import BackendError, LabelStudioUnavailable, UnknownProject
 from ..registry import VERSION_NAME
 from .label_config import LabelConfig
 
@@ -51,6 +51,13 @@ def as_dict(item: Any) -> dict:
 class Task:
     id: int
     text: str
+
+
+@dataclass
+class LabeledTask:
+    id: int
+    text: str
+    label: str
 
 
 class LabelStudioClient:
@@ -95,7 +102,13 @@ class LabelStudioClient:
 
     def label_config(self, project: int) -> str:
         """The project's label config XML (parse it with label_config.parse_label_config)."""
-        return self._call("reading the project", lambda: self.ls.projects.get(id=project)).label_config or ""
+        try:
+            found = self._call("reading the project", lambda: self.ls.projects.get(id=project))
+        except ApiError as exc:
+            if exc.status_code in (403, 404):
+                raise UnknownProject(f"Label Studio at {self.url} has no project {project} this token reads") from exc
+            raise
+        return found.label_config or ""
 
     def _tasks(self, project: int, *, labeled: bool, fields: str) -> list[dict]:
         query = _filter("greater", 0) if labeled else _filter("equal", 0)
@@ -106,16 +119,20 @@ class LabelStudioClient:
 
         return self._call("listing tasks", read_all)
 
-    def labeled(self, project: int, config: LabelConfig) -> tuple[list[str], list[str]]:
-        """(texts, labels) of every annotated task: its newest annotation that was not skipped."""
-        texts, labels = [], []
+    def labeled_tasks(self, project: int, config: LabelConfig) -> list[LabeledTask]:
+        """Every annotated task with a label: its newest annotation that was not skipped."""
+        found = []
         for task in self._tasks(project, labeled=True, fields="all"):
             label = latest_choice(task.get("annotations") or [], config)
             text = config.text_of(task, max_chars=10**9)
             if label is not None and text is not None:
-                texts.append(text)
-                labels.append(label)
-        return texts, labels
+                found.append(LabeledTask(task["id"], text, label))
+        return found
+
+    def labeled(self, project: int, config: LabelConfig) -> tuple[list[str], list[str]]:
+        """(texts, labels) of every annotated task, as labeled_tasks reads them."""
+        tasks = self.labeled_tasks(project, config)
+        return [t.text for t in tasks], [t.label for t in tasks]
 
     def unlabeled(self, project: int, config: LabelConfig) -> list[Task]:
         tasks = self._tasks(project, labeled=False, fields="task_only")

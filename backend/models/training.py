@@ -33,6 +33,7 @@ from sklearn.model_selection import StratifiedKFold
 from .. import calibration
 from ..registry import Registry, Version
 from ..settings import MODEL_KINDS, Settings
+from ..stopping import Snapshot
 from .base import check_labels
 from .finetune import TrainConfig, fine_tune
 from .linear import LinearClassifier, LinearConfig
@@ -125,7 +126,7 @@ def _linear(split: _Split, classes: list[str], settings: Settings, unlabeled: Se
         logits, truth = model.predict_logits(split.eval_x), split.eval_y
         evaluated_on = f"held-out ({len(truth)} labels)"
     else:
-        logits, folds = _out_of_fold(split.texts, split.labels, classes, config, vocabulary)
+        logits, folds = out_of_fold(split.texts, split.labels, classes, config, vocabulary)
         truth, evaluated_on = split.labels, f"{folds}-fold cross-validation ({len(split.labels)} labels)"
     # Evaluated on a part; what serves learns from every label (a fraction of a second).
     serving = LinearClassifier.fit(split.texts, split.labels, classes, config=config, vectorizer=vocabulary)
@@ -224,6 +225,8 @@ def train_version(
             return Outcome(None, decision, candidates)
 
     best.temperature = (best_summary.get("calibration") or {}).get("temperature", 1.0)
+    # What the new version predicts on the unlabeled tasks: the stop signal compares it with the serving one's.
+    snapshot = Snapshot.of(unlabeled, best.predict_proba(list(unlabeled)) if unlabeled else np.zeros(0))
     version = registry.store(
         scope,
         best,
@@ -239,7 +242,9 @@ def train_version(
             "decision": _decision(best_summary, candidates, metric),
             "parent": serving.name if serving else None,
             "train_seconds": round(sum(s.get("train_seconds", 0) for s in candidates), 2),
+            **snapshot.figures(_snapshot_of(serving, classes), settings.uncertain_margin),
         },
+        extras=(snapshot,),
     )
     log.info("%s: %s", version.name, version.metadata["decision"])
     return Outcome(version, version.metadata["decision"], candidates)
@@ -254,11 +259,18 @@ def _decision(best: dict, candidates: list[dict], metric: str) -> str:
     return f"promoted {best['kind']} ({figure}; against {others})" if others else f"promoted {best['kind']} ({figure})"
 
 
-def _out_of_fold(
+def _snapshot_of(version: Version | None, classes: list[str]) -> Snapshot | None:
+    """The unlabeled-task predictions stored with `version`, if it predicted the same classes in the same order."""
+    if version is None or version.metadata.get("classes") != classes:
+        return None
+    return Snapshot.load(version.path)
+
+
+def out_of_fold(
     texts: list[str], labels: list[str], classes: list[str], config: LinearConfig, vocabulary: TfidfVectorizer
 ) -> tuple[np.ndarray, int]:
     """Logits of every label from a linear model that did not train on it; (logits, folds). The folds share the
-    vocabulary: it comes from texts, never from labels."""
+    vocabulary: it comes from texts, never from labels. Every class needs at least 2 labels."""
     folds = max(2, min(MAX_FOLDS, min(Counter(labels).values())))
     logits = np.zeros((len(labels), len(classes)))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)

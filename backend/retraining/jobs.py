@@ -34,6 +34,7 @@ from ..models.transformer import TransformerClassifier
 from ..predictions import NO_PREDICTION, predict_tasks
 from ..registry import DEFAULT_SCOPE, Registry, Version, scope_of
 from ..settings import FAST_KINDS, Settings
+from ..stopping import StopSignal
 from .policy import FAST, FULL, RetrainPolicy
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
         version = outcome.version
         result["version"] = version.name
         result["pruned"] = registry.prune(scope, keep=settings.keep_versions)
+        _log_progress(project, version, settings.stop_rule.judge(registry.history(scope)))
         if version.kind in FAST_KINDS:
             result["rescored"] = rescore_now(project, version.name, settings, xml=xml, tasks=unlabeled)
         else:
@@ -141,6 +143,21 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
     result["seconds"] = round(time.time() - started, 2)
     log.info("project %s: %s", project, result)
     return result
+
+
+def _log_progress(project: int, version: Version, signal: StopSignal) -> None:
+    meta = version.metadata
+    kappa, share = meta.get("kappa_previous"), meta.get("uncertain_share")
+    log.info(
+        "project %s: %s promoted; kappa to the previous version %s; %s of %s unlabeled tasks uncertain (%s). %s",
+        project,
+        version.name,
+        "-" if kappa is None else f"{kappa:.3f}",
+        meta.get("uncertain"),
+        meta.get("unlabeled"),
+        "-" if share is None else f"{share:.1%}",
+        signal.sentence,
+    )
 
 
 def _warm_start(registry: Registry, scope: str, classes: Sequence[str], settings: Settings) -> Version | None:
