@@ -162,6 +162,8 @@ def run() -> None:
             )
         print(
             f"\nLabel Studio: {stack.ls_url}/projects/{report.project}  login {stack.username} / {stack.password}\n"
+            f"report: {stack.backend_url}/report?project={report.project}  (learning curve, when to stop, suspect "
+            "labels)\n"
             f"API token: {stack.token}\nbackend: {stack.backend_url}  rq-dashboard: {stack.dashboard_url}  "
             f"logs: {stack.folder}\nCtrl-C stops everything.",
             flush=True,

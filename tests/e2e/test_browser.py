@@ -4,47 +4,14 @@ tab and the labeling view of its first task, where the model's pre-annotation is
 Screenshots go to test-artifacts/browser/ (or $TEST_ARTIFACTS/browser/).
 """
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 import requests
 
 from backend.labelstudio.label_config import parse_label_config
 from backend.labelstudio.project_setup import MOST_UNCERTAIN, setup_project
-from tests.helpers import LABEL_CONFIG, ROOT, read_demo
+from tests.helpers import CHROMIUM_FLAGS, LABEL_CONFIG, read_demo
 
 pytestmark = pytest.mark.e2e
-
-# Without the networking flags, Chromium keeps calling Google's services, which this closed network refuses.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        reason = "no Chromium here (apt-get install chromium)"
-        if os.environ.get("REQUIRE_E2E"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
-
-
-@pytest.fixture()
-def artifacts() -> Path:
-    folder = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "test-artifacts")) / "browser"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def test_annotator_sees_the_pre_annotation_of_the_most_uncertain_task(stack, chromium, artifacts):

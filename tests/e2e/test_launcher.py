@@ -63,6 +63,10 @@ def test_make_run_brings_up_the_demo_and_stops_cleanly(label_studio_binary, tmp_
                 time.sleep(2)
             assert [(p["title"], p["task_number"]) for p in projects] == [("Demo: tweets xenofobia", 403)]
             assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok
+            # The report's address is printed beside Label Studio's, and it answers.
+            report = f"http://127.0.0.1:{port}/report?project={projects[0]['id']}"
+            assert f"report: {report}" in log.read_text()
+            assert "learning report" in requests.get(report, timeout=120).text
             # rq-dashboard sees the queue and the one worker (registered once it has imported torch).
             dashboard = f"http://127.0.0.1:{dashboard_port}/0/data"
             deadline = time.time() + 120

@@ -1,0 +1,128 @@
+"""What a project manager sees: the demo project's report, opened in headless Chromium after the worker trained a
+first version on the demo labels and a second one after 10 more annotations.
+
+The screenshot goes to test-artifacts/browser/report.png (or $TEST_ARTIFACTS/browser/); docs/report.png is a
+copy of one.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from backend.registry import Registry
+from backend.stack.demo import setup_demo
+from tests.helpers import CHROMIUM_FLAGS, CONFIG, ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def _wait(condition, seconds, what, log):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, f"{what}:\n{log()}"
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def demo(stack):
+    """The demo project with two versions of its own: the first trained on the demo labels, the second after 10
+    more annotations (a fast run, which records kappa to the first)."""
+    from label_studio_sdk import LabelStudio
+
+    ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
+    pid = setup_demo(ls, stack.backend_url).project
+    log = lambda: (stack.folder / "worker.log").read_text()[-4000:]  # noqa: E731
+    _wait(lambda: ls.projects.get(id=pid).model_version == f"project{pid}-v1", 600, "no first version", log)
+    unlabeled = [t.id for t in ls.tasks.list(project=pid, fields="all", page_size=1000) if not t.total_annotations]
+    for task_id in unlabeled[:10]:
+        ls.annotations.create(id=task_id, result=[CONFIG.region("ok")])
+    _wait(lambda: ls.projects.get(id=pid).model_version == f"project{pid}-v2", 300, "no second version", log)
+    return pid
+
+
+def test_the_demo_report_shows_scatter_curve_stop_signal_and_suspects(stack, demo, chromium, artifacts):
+    from label_studio_sdk import LabelStudio
+    from playwright.sync_api import sync_playwright
+
+    pid = demo
+    registry = Registry(stack.folder / "models")
+    history = registry.history(str(pid))
+    assert [h["version"] for h in history] == [f"project{pid}-v1", f"project{pid}-v2"]
+    assert history[0]["kappa_previous"] is None and -1 <= history[1]["kappa_previous"] <= 1
+    ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
+    unlabeled = sum(1 for t in ls.tasks.list(project=pid, fields="all", page_size=1000) if not t.total_annotations)
+    assert unlabeled == 403 - 202 - 10  # the demo's tweets, its labels, the annotations above
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            answer = page.goto(f"{stack.backend_url}/report?project={pid}")
+            assert answer is not None and answer.ok
+            page.locator("#figure-scatter path.point").first.wait_for()
+            page.locator("#figure-curve path.point").first.wait_for()
+            # Rendered by the plotly.js the backend serves (the page reaches no CDN): one point per unlabeled task.
+            assert page.locator("#figure-scatter path.point").count() == unlabeled
+            macro = page.evaluate(
+                "() => document.getElementById('figure-curve').data"
+                ".filter(t => t.name.endsWith('macro F1')).reduce((n, t) => n + t.x.length, 0)"
+            )
+            assert macro == len(history)
+            signal = page.locator("#stop-signal").inner_text()
+            assert signal.startswith("Keep labeling") and "uncertain band" in signal
+            suspects = page.locator("#suspects tbody tr")
+            assert suspects.count() > 0 or page.locator("#no-suspects").count() == 1
+            if suspects.count():
+                link = suspects.first.locator("a").get_attribute("href")
+                assert link.startswith(f"{stack.ls_url}/projects/{pid}/data?task=")
+            page.screenshot(path=artifacts / "report.png", full_page=True)
+        finally:
+            browser.close()
+
+    # The same figures as data.
+    versions = requests.get(f"{stack.backend_url}/versions", params={"project": pid}, timeout=30).json()
+    assert versions["details"][-1]["kappa_previous"] == history[1]["kappa_previous"]
+    assert versions["stop"]["sentence"] == signal.split(" Now ")[0].strip()
+    metrics = requests.get(f"{stack.backend_url}/metrics", timeout=30).text
+    assert f'ml_backend_uncertain_share{{project="{pid}"}}' in metrics
+    assert f'ml_backend_kappa_previous{{project="{pid}"}}' in metrics
+
+
+def test_the_report_command_writes_the_same_page(stack, demo, tmp_path):
+    out = tmp_path / "report.html"
+    subprocess.run(
+        [sys.executable, "-m", "backend", "report", "--project", str(demo), "--out", str(out)],
+        env={**os.environ, **stack.env},
+        cwd=ROOT,
+        check=True,
+        timeout=300,
+    )
+    page = out.read_text(encoding="utf-8")
+    served = requests.get(f"{stack.backend_url}/report", params={"project": demo}, timeout=120).text
+    for part in ("figure-scatter", "figure-curve", "figure-stop", "stop-signal"):
+        assert part in page and part in served
+    assert "report/plotly.min.js" not in page and "report/plotly.min.js" in served  # the file inlines plotly.js
+
+
+def test_bad_report_requests_get_clear_answers(stack):
+    from label_studio_sdk import LabelStudio
+
+    unknown = requests.get(f"{stack.backend_url}/report", params={"project": 99999}, timeout=30)
+    assert unknown.status_code == 404 and "no project 99999" in unknown.json()["error"]
+    # A project without versions, with labels of one class only: a page that says so.
+    ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
+    project = ls.projects.create(title="report without versions", label_config=CONFIG_XML)
+    ids = ls.projects.import_tasks(
+        id=project.id, request=[{"text": f"tuit número {i}"} for i in range(4)], return_task_ids=True
+    ).task_ids
+    ls.annotations.create(id=ids[0], result=[CONFIG.region("ok")])
+    page = requests.get(f"{stack.backend_url}/report", params={"project": project.id}, timeout=60)
+    assert page.status_code == 200
+    assert 'id="no-versions"' in page.text and "needs at least 2 labels of every class" in page.text
+
+
+CONFIG_XML = (ROOT / "label_config.xml").read_text(encoding="utf-8")
