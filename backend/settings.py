@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     uncertain_margin: float = Field(default=0.3, gt=0, le=1)
     stop_kappa: float = Field(default=0.99, gt=0, le=1)
     stop_window: int = Field(default=3, ge=1)
+    # After each training the worker writes `suspect_score` (1 - the out-of-fold probability of the annotated
+    # label) into the data of annotated tasks the model doubts, for setup-project's "Possibly mislabeled" tab.
+    # The key then shows in the task's data and in exports; false: never written.
+    suspect_scores: bool = True
 
     @field_validator("uncertainty")
     @classmethod

@@ -30,6 +30,25 @@ class Suspect:
     predicted: str  # the out-of-fold model's choice
 
 
+def out_of_fold_probabilities(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    classes: Sequence[str],
+    *,
+    settings: Settings,
+    unlabeled: Sequence[str] = (),
+) -> np.ndarray | None:
+    """(len(texts), len(classes)) probabilities, each row from a linear model that did not train on that text;
+    None when a class has fewer than two labels, or a label is not among `classes`."""
+    texts, labels, classes = list(texts), list(labels), list(classes)
+    if len(classes) < 2 or set(labels) - set(classes) or label_shortfall(labels, classes, MIN_PER_CLASS):
+        return None
+    config = LinearConfig.from_settings(settings)
+    vocabulary = LinearClassifier.vocabulary([*texts, *unlabeled], config)
+    logits, _ = out_of_fold(texts, labels, classes, config, vocabulary)
+    return calibration.softmax(logits)
+
+
 def rank_suspects(
     texts: Sequence[str],
     labels: Sequence[str],
@@ -41,15 +60,17 @@ def rank_suspects(
 ) -> list[Suspect]:
     """The labeled texts whose label the out-of-fold model disagrees with, the least believed first (ties: the
     order given). Empty when a class has fewer than two labels, or a label is not among `classes`."""
-    texts, labels, classes = list(texts), list(labels), list(classes)
-    if len(classes) < 2 or set(labels) - set(classes) or label_shortfall(labels, classes, MIN_PER_CLASS):
+    probs = out_of_fold_probabilities(texts, labels, classes, settings=settings, unlabeled=unlabeled)
+    if probs is None:
         return []
-    config = LinearConfig.from_settings(settings)
-    vocabulary = LinearClassifier.vocabulary([*texts, *unlabeled], config)
-    logits, _ = out_of_fold(texts, labels, classes, config, vocabulary)
-    probs = calibration.softmax(logits)
-    given = np.array([classes.index(y) for y in labels])
+    given = np.array([list(classes).index(y) for y in labels])
     p_label = probs[np.arange(len(given)), given]
     predicted = probs.argmax(axis=1)
     order = [i for i in np.argsort(p_label, kind="stable") if predicted[i] != given[i]]
     return [Suspect(int(i), labels[i], round(float(p_label[i]), 4), classes[int(predicted[i])]) for i in order[:limit]]
+
+
+def suspect_scores(probs: np.ndarray, labels: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+    """1 - the out-of-fold probability of each annotated label: above 0.5, the model believes another class."""
+    given = [list(classes).index(y) for y in labels]
+    return 1.0 - probs[np.arange(len(given)), given]

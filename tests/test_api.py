@@ -205,6 +205,7 @@ def test_basic_auth_on_all_routes_but_health_and_webhook(trained_model_dir):
     assert client.get("/health").status_code == 200
     assert client.post("/setup", json={"schema": LABEL_CONFIG}).status_code == 401
     assert client.get("/metrics").status_code == 401
+    assert client.get("/report?project=1").status_code == client.get("/report/plotly.min.js").status_code == 401
     ok = client.post("/setup", json={"schema": LABEL_CONFIG}, auth=("u", "p"))
     assert ok.status_code == 200
     assert client.post("/setup", json={"schema": LABEL_CONFIG}, auth=("u", "wrong")).status_code == 401

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -58,6 +58,7 @@ class LabeledTask:
     id: int
     text: str
     label: str
+    data: dict = field(default_factory=dict)  # the task's whole data, as Label Studio holds it
 
 
 class LabelStudioClient:
@@ -126,7 +127,7 @@ class LabelStudioClient:
             label = latest_choice(task.get("annotations") or [], config)
             text = config.text_of(task, max_chars=10**9)
             if label is not None and text is not None:
-                found.append(LabeledTask(task["id"], text, label))
+                found.append(LabeledTask(task["id"], text, label, task["data"]))
         return found
 
     def labeled(self, project: int, config: LabelConfig) -> tuple[list[str], list[str]]:
@@ -147,6 +148,10 @@ class LabelStudioClient:
         # The SDK types `request` as its pydantic models; it sends plain dicts of the same shape as they are.
         request: Any = predictions
         self._call("writing predictions", lambda: self.ls.projects.import_predictions(id=project, request=request))
+
+    def update_task_data(self, task: int, data: dict) -> None:
+        """Replace a task's data (Label Studio replaces it whole: pass every key, changed or not)."""
+        self._call("updating a task", lambda: self.ls.tasks.update(id=str(task), data=data))
 
     def set_model_version(self, project: int, version: str) -> None:
         self._call("setting the model version", lambda: self.ls.projects.update(id=project, model_version=version))

@@ -2,8 +2,13 @@
 
 Project by title, label config, tweets from a CSV (`id,text`, the notebook's `activelearning.csv`; an optional
 `label` column becomes annotations, to bootstrap the first model), the ML backend connected, Uncertainty
-sampling, the Data Manager tabs "Most uncertain first" and "Uncertain (margin <= T)", predictions retrieved,
-and the project's `model_version` set to the backend's (else uncertainty sampling silently falls back to random).
+sampling, the Data Manager tabs "Most uncertain first", "Uncertain (margin <= T)" and "Possibly mislabeled",
+predictions retrieved, and the project's `model_version` set to the backend's (else uncertainty sampling
+silently falls back to random).
+
+The tabs show the task id, the score, the predicted label and the tweet, and hide the rest. Label Studio 1.23
+offers no column order to set through its API (a drag in the header is kept in the browser only) and lists the
+task's data after its other columns, so hiding them is what brings the tweet on screen (docs/report.md).
 """
 
 from __future__ import annotations
@@ -21,6 +26,33 @@ log = logging.getLogger(__name__)
 
 SOURCE_ID = "tweet_id"  # the CSV's id, kept in the task's data: how a second run knows what is imported
 MOST_UNCERTAIN = "Most uncertain first"
+POSSIBLY_MISLABELED = "Possibly mislabeled"
+# Written by the worker into the data of annotated tasks whose label an out-of-fold model doubts (suspects.py):
+# the only per-task number Label Studio 1.23's Data Manager filters and sorts on that a backend can set.
+SUSPECT_KEY = "suspect_score"
+
+# Every column of a task in Label Studio 1.23's Data Manager but its data, in the order it shows them.
+TASK_COLUMNS = (
+    "id",
+    "inner_id",
+    "completed_at",
+    "total_annotations",
+    "cancelled_annotations",
+    "total_predictions",
+    "annotators",
+    "annotations_results",
+    "annotations_ids",
+    "predictions_score",
+    "predictions_model_versions",
+    "predictions_results",
+    "file_upload",
+    "storage_filename",
+    "created_at",
+    "updated_at",
+    "updated_by",
+    "avg_lead_time",
+    "draft_exists",
+)
 
 
 def uncertain_tab(threshold: float) -> str:
@@ -36,8 +68,71 @@ class SetupReport:
     already_there: int = 0
     backend_connected: bool = False
     tabs_created: list[str] = field(default_factory=list)
+    tabs_updated: list[str] = field(default_factory=list)
     model_version: str | None = None
     training_requested: bool = False
+
+
+def _columns(data_key: str, shown: tuple[str, ...]) -> dict[str, Any]:
+    """The tab settings that show the task id, the columns in `shown` and the tweet, nothing else, within a
+    1,400-pixel screen; the labeling view's side list shows the tweet alone."""
+    extra = [f"data.{SOURCE_ID}", f"data.{SUSPECT_KEY}"]  # data keys other than the tweet
+    return {
+        "hiddenColumns": {
+            "explore": [f"tasks:{c}" for c in [*TASK_COLUMNS, *extra] if c not in ("id", *shown)],
+            "labeling": [f"tasks:{c}" for c in [*TASK_COLUMNS, *extra]],
+        },
+        "columnsWidth": {
+            "tasks:id": 70,
+            "tasks:predictions_score": 130,
+            "tasks:predictions_results": 230,
+            "tasks:annotations_results": 230,
+            f"tasks:data.{SUSPECT_KEY}": 120,
+            f"tasks:data.{data_key}": 700,
+        },
+    }
+
+
+def wanted_tabs(data_key: str, threshold: float) -> dict[str, dict[str, Any]]:
+    """setup-project's Data Manager tabs, by title."""
+    score_columns = _columns(data_key, ("predictions_score", "predictions_results"))
+    return {
+        MOST_UNCERTAIN: {"ordering": ["tasks:predictions_score"], **score_columns},
+        uncertain_tab(threshold): {
+            "filters": {
+                "conjunction": "and",
+                "items": [
+                    {
+                        "filter": "filter:tasks:predictions_score",
+                        "operator": "less_or_equal",
+                        "type": "Number",
+                        "value": threshold,
+                    }
+                ],
+            },
+            "ordering": ["tasks:predictions_score"],
+            **score_columns,
+        },
+        # Annotated tasks whose label the out-of-fold model doubts more than it believes (suspect_score > 0.5),
+        # the most doubted first; empty until the worker has written a score.
+        POSSIBLY_MISLABELED: {
+            "filters": {
+                "conjunction": "and",
+                "items": [
+                    {"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0},
+                    {
+                        "filter": f"filter:tasks:data.{SUSPECT_KEY}",
+                        "operator": "greater",
+                        "type": "Number",
+                        "value": 0.5,
+                    },
+                ],
+            },
+            "ordering": [f"-tasks:data.{SUSPECT_KEY}"],
+            "columnsDisplayType": {f"tasks:data.{SUSPECT_KEY}": "Number"},
+            **_columns(data_key, ("annotations_results", "predictions_results", f"data.{SUSPECT_KEY}")),
+        },
+    }
 
 
 def setup_project(
@@ -97,28 +192,15 @@ def setup_project(
         report.backend_connected = True
     ls.projects.update(id=project.id, sampling="Uncertainty sampling")
 
-    tabs = {(as_dict(v).get("data") or {}).get("title") for v in ls.views.list(project=project.id)}
-    wanted: dict[str, dict[str, Any]] = {
-        MOST_UNCERTAIN: {"ordering": ["tasks:predictions_score"]},
-        uncertain_tab(threshold): {
-            "filters": {
-                "conjunction": "and",
-                "items": [
-                    {
-                        "filter": "filter:tasks:predictions_score",
-                        "operator": "less_or_equal",
-                        "type": "Number",
-                        "value": threshold,
-                    }
-                ],
-            },
-            "ordering": ["tasks:predictions_score"],
-        },
-    }
-    for name, data in wanted.items():
+    tabs = {(as_dict(v).get("data") or {}).get("title"): as_dict(v) for v in ls.views.list(project=project.id)}
+    for name, data in wanted_tabs(config.data_key, threshold).items():
         if name not in tabs:
             ls.views.create(project=project.id, data={"title": name, **data})
             report.tabs_created.append(name)
+        elif any(tabs[name]["data"].get(key) != value for key, value in data.items()):
+            # A tab of an earlier version of this setup: brought up to date (same id, so links to it still work).
+            ls.views.update(id=tabs[name]["id"], project=project.id, data={**tabs[name]["data"], **data})
+            report.tabs_updated.append(name)
 
     if retrieve:
         ls.actions.create(

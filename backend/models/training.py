@@ -11,8 +11,10 @@ simulate`. The rule (docs/active-learning.md):
 - Candidates are compared by F1 of the rarest class (macro F1 for more than two classes); ties go to the kind
   listed first in MODEL_KINDS. A kind not trained in this run but serving now competes with the figure stored
   with its version: a fast run promotes nothing when the serving transformer measured better.
-- Each candidate's temperature is fitted on its held-out (or out-of-fold) logits; the linear winner is refitted
-  on every label (a fraction of a second), the transformer winner is kept as trained.
+- Each candidate's temperature is fitted on its held-out (or out-of-fold) logits; the linear kind's on the
+  out-of-fold logits of every label while the held-out part has fewer than MIN_CALIBRATION_LABELS (more labels,
+  a steadier T). The linear winner is refitted on every label (a fraction of a second), the transformer winner
+  is kept as trained.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 HOLDOUT_FRACTION = 0.2
 MIN_EVAL_PER_CLASS = 4
 MAX_FOLDS = 5
+MIN_CALIBRATION_LABELS = 100
 
 
 @dataclass
@@ -76,9 +79,16 @@ def score_of(metrics: dict, metric: str) -> float | None:
     return (metrics.get("f1") or {}).get(metric.split(":", 1)[1])
 
 
-def figures(classes: Sequence[str], labels: Sequence[str], logits: np.ndarray) -> dict:
-    """Held-out (or out-of-fold) figures of one candidate: F1 per class, macro F1, calibration."""
+def figures(
+    classes: Sequence[str],
+    labels: Sequence[str],
+    logits: np.ndarray,
+    calibrate_on: tuple[np.ndarray, Sequence[str]] | None = None,
+) -> dict:
+    """Held-out (or out-of-fold) figures of one candidate: F1 per class, macro F1, and calibration, fitted on
+    `calibrate_on` (logits, labels) when given, else on the same logits."""
     y = np.array([list(classes).index(c) for c in labels])
+    fit_logits, fit_labels = calibrate_on if calibrate_on is not None else (logits, labels)
     predicted = logits.argmax(axis=1)
     per_class = f1_score(y, predicted, labels=range(len(classes)), average=None, zero_division=0)
     return {
@@ -86,7 +96,10 @@ def figures(classes: Sequence[str], labels: Sequence[str], logits: np.ndarray) -
         "accuracy": round(float((predicted == y).mean()), 4),
         "f1_macro": round(float(np.mean(per_class)), 4),
         "f1": {name: round(float(f), 4) for name, f in zip(classes, per_class, strict=True)},
-        "calibration": calibration.calibration_report(logits, y),
+        "calibration": {
+            **calibration.calibration_report(fit_logits, np.array([list(classes).index(c) for c in fit_labels])),
+            "fitted_on": len(fit_labels),
+        },
     }
 
 
@@ -121,16 +134,21 @@ class _Split:
 def _linear(split: _Split, classes: list[str], settings: Settings, unlabeled: Sequence[str]) -> tuple[dict, Any]:
     config = LinearConfig.from_settings(settings)
     vocabulary = LinearClassifier.vocabulary([*split.texts, *unlabeled], config)
+    calibrate_on: tuple[np.ndarray, list[str]] | None = None
     if split.eval_y:
         model = LinearClassifier.fit(split.train_x, split.train_y, classes, config=config, vectorizer=vocabulary)
         logits, truth = model.predict_logits(split.eval_x), split.eval_y
         evaluated_on = f"held-out ({len(truth)} labels)"
+        # A temperature fitted on a few dozen held-out labels swings from run to run: below
+        # MIN_CALIBRATION_LABELS it is fitted on out-of-fold logits of every label (docs/active-learning.md).
+        if len(truth) < MIN_CALIBRATION_LABELS:
+            calibrate_on = (out_of_fold(split.texts, split.labels, classes, config, vocabulary)[0], split.labels)
     else:
         logits, folds = out_of_fold(split.texts, split.labels, classes, config, vocabulary)
         truth, evaluated_on = split.labels, f"{folds}-fold cross-validation ({len(split.labels)} labels)"
     # Evaluated on a part; what serves learns from every label (a fraction of a second).
     serving = LinearClassifier.fit(split.texts, split.labels, classes, config=config, vectorizer=vocabulary)
-    return {"evaluated_on": evaluated_on, **figures(classes, truth, logits)}, serving
+    return {"evaluated_on": evaluated_on, **figures(classes, truth, logits, calibrate_on)}, serving
 
 
 def _transformer(

@@ -25,8 +25,10 @@ import torch
 from rq import Queue, get_current_job
 from transformers import TrainerCallback
 
-from ..labelstudio.client import LabelStudioClient, Task
+from ..errors import BackendError
+from ..labelstudio.client import LabeledTask, LabelStudioClient, Task
 from ..labelstudio.label_config import parse_label_config
+from ..labelstudio.project_setup import SUSPECT_KEY
 from ..models.base import label_shortfall
 from ..models.loader import load_version
 from ..models.training import train_version
@@ -35,9 +37,13 @@ from ..predictions import NO_PREDICTION, predict_tasks
 from ..registry import DEFAULT_SCOPE, Registry, Version, scope_of
 from ..settings import FAST_KINDS, Settings
 from ..stopping import StopSignal
+from ..suspects import out_of_fold_probabilities, suspect_scores
 from .policy import FAST, FULL, RetrainPolicy
 
 log = logging.getLogger(__name__)
+
+# A task's suspect score is rewritten when it moves by this much (or crosses 0.5): fewer writes, same ranking.
+SUSPECT_STEP = 0.05
 
 
 def _progress(**meta) -> None:
@@ -83,7 +89,8 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
     client = LabelStudioClient.from_settings(settings)
     xml = client.label_config(project)
     config = parse_label_config(xml)
-    texts, labels = client.labeled(project, config)
+    labeled = client.labeled_tasks(project, config)
+    texts, labels = [t.text for t in labeled], [t.label for t in labeled]
     counts = Counter(labels)
     if label_shortfall(labels, config.classes, settings.min_labels_per_class):
         log.info(
@@ -140,9 +147,45 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
                 project, version.name, settings, queue, xml=xml, tasks=unlabeled
             )
         _progress(stage="promoted", version=version.name, labels=len(labels))
+    if settings.suspect_scores:
+        result["suspects"] = flag_suspects(client, project, config.classes, labeled, unlabeled, settings)
     result["seconds"] = round(time.time() - started, 2)
     log.info("project %s: %s", project, result)
     return result
+
+
+def flag_suspects(
+    client: LabelStudioClient,
+    project: int,
+    classes: Sequence[str],
+    labeled: list[LabeledTask],
+    unlabeled: list[Task],
+    settings: Settings,
+) -> dict:
+    """Write `suspect_score` into the data of annotated tasks the out-of-fold model doubts (score > 0.5), and
+    update it where it moved by SUSPECT_STEP or crossed 0.5, so the "Possibly mislabeled" tab follows the labels
+    with few writes. After the re-scoring: the queue never waits for it. A failure is logged, never fatal."""
+    started = time.time()
+    texts, labels = [t.text for t in labeled], [t.label for t in labeled]
+    probs = out_of_fold_probabilities(texts, labels, classes, settings=settings, unlabeled=[t.text for t in unlabeled])
+    if probs is None:
+        return {"status": "too few labels"}
+    written = 0
+    try:
+        for task, score in zip(labeled, suspect_scores(probs, labels, classes), strict=True):
+            score = round(float(score), 2)
+            old = task.data.get(SUSPECT_KEY)
+            old = float(old) if isinstance(old, int | float) else None
+            if (old is None and score > 0.5) or (
+                old is not None and (abs(score - old) >= SUSPECT_STEP or (old > 0.5) != (score > 0.5))
+            ):
+                client.update_task_data(task.id, {**task.data, SUSPECT_KEY: score})
+                written += 1
+    except BackendError as exc:
+        log.warning("project %s: suspect scores not written (%s); the next training retries", project, exc)
+        return {"status": "failed", "written": written}
+    flagged = int((suspect_scores(probs, labels, classes) > 0.5).sum())
+    return {"status": "written", "flagged": flagged, "written": written, "seconds": round(time.time() - started, 2)}
 
 
 def _log_progress(project: int, version: Version, signal: StopSignal) -> None:

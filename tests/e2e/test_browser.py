@@ -23,8 +23,9 @@ def test_annotator_sees_the_pre_annotation_of_the_most_uncertain_task(stack, chr
     pid = setup_project(
         ls, title="browser e2e", label_config=LABEL_CONFIG, rows=pool, backend_url=stack.backend_url
     ).project
-    predictions = {}
+    predictions, texts = {}, {}
     for task in ls.tasks.list(project=pid, fields="all", page_size=100):
+        texts[task.id] = task.data["text"]
         (prediction,) = [p if isinstance(p, dict) else p.model_dump() for p in task.predictions]
         predictions[task.id] = (
             prediction["score"],
@@ -58,6 +59,12 @@ def test_annotator_sees_the_pre_annotation_of_the_most_uncertain_task(stack, chr
             # The tab lists every task, the one the model is least sure of on top.
             assert rows.count() == len(pool)
             assert rows.first.inner_text().split()[0] == str(first)
+            # Its columns are the id, the score, the predicted label and the tweet, which fits on the screen.
+            assert page.get_by_text("Prediction score").first.is_visible()
+            assert page.get_by_text("Inner ID", exact=True).count() == 0
+            cell = rows.first.get_by_text(texts[first][:30], exact=False).first
+            box = cell.bounding_box()
+            assert box is not None and box["x"] + 100 < 1400, box
 
             rows.first.click()
             page.wait_for_url(lambda url: f"task={first}" in url)

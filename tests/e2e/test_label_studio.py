@@ -74,7 +74,13 @@ def test_predictions_and_uncertainty_sampling_in_label_studio(label_studio, back
 def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, backend_url, trained_model_dir):
     from label_studio_sdk import LabelStudio
 
-    from backend.labelstudio.project_setup import MOST_UNCERTAIN, setup_project, uncertain_tab
+    from backend.labelstudio.project_setup import (
+        MOST_UNCERTAIN,
+        POSSIBLY_MISLABELED,
+        setup_project,
+        uncertain_tab,
+        wanted_tabs,
+    )
 
     url, token = label_studio
     ls = LabelStudio(base_url=url, api_key=token)
@@ -92,12 +98,13 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
 
     first = run(labeled + pool)
     assert first.created and (first.imported, first.annotated, first.already_there) == (30, 10, 0)
-    assert first.backend_connected and first.tabs_created == [MOST_UNCERTAIN, uncertain_tab(0.25)]
+    assert first.backend_connected
+    assert first.tabs_created == [MOST_UNCERTAIN, uncertain_tab(0.25), POSSIBLY_MISLABELED]
     assert first.model_version == version
     # Again, with one new tweet: only that one is imported, nothing else is added twice.
     second = run(labeled + pool + [{"id": "p-new", "text": "Un tuit nuevo sobre migración"}])
     assert not second.created and (second.imported, second.already_there) == (1, 30)
-    assert not second.backend_connected and second.tabs_created == []
+    assert not second.backend_connected and second.tabs_created == second.tabs_updated == []
 
     pid = first.project
     assert [p.title for p in ls.projects.list()].count("setup e2e") == 1
@@ -105,10 +112,19 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
     assert len(tasks) == 31
     assert sum(1 for t in tasks if t.annotations) == 10
     assert len(ls.ml.list(project=pid)) == 1
-    titles = [
-        (v if isinstance(v, dict) else v.model_dump()).get("data", {}).get("title") for v in ls.views.list(project=pid)
-    ]
+    views = [v if isinstance(v, dict) else v.model_dump() for v in ls.views.list(project=pid)]
+    titles = [v.get("data", {}).get("title") for v in views]
     assert titles.count(MOST_UNCERTAIN) == 1 and titles.count(uncertain_tab(0.25)) == 1
+    assert titles.count(POSSIBLY_MISLABELED) == 1
+    # Label Studio stores the columns as sent; a tab of an older setup (no column settings) is brought up to date.
+    tab = next(v for v in views if v["data"]["title"] == MOST_UNCERTAIN)
+    wanted = wanted_tabs("text", 0.25)[MOST_UNCERTAIN]
+    assert tab["data"]["hiddenColumns"] == wanted["hiddenColumns"]
+    ls.views.update(id=str(tab["id"]), project=pid, data={"title": MOST_UNCERTAIN, "ordering": ["tasks:id"]})
+    assert run(labeled + pool).tabs_updated == [MOST_UNCERTAIN]
+    tab = ls.views.get(id=str(tab["id"]))
+    tab = tab if isinstance(tab, dict) else tab.model_dump()
+    assert tab["data"]["ordering"] == wanted["ordering"] and tab["data"]["columnsWidth"] == wanted["columnsWidth"]
     project = ls.projects.get(id=pid)
     assert project.model_version == version and project.sampling == "Uncertainty sampling"
 

@@ -13,6 +13,7 @@ import time
 import pytest
 import requests
 
+from backend.labelstudio.project_setup import POSSIBLY_MISLABELED, SUSPECT_KEY
 from backend.registry import Registry
 from backend.stack.demo import setup_demo
 from tests.helpers import CHROMIUM_FLAGS, CONFIG, ROOT
@@ -53,6 +54,7 @@ def test_the_demo_report_shows_scatter_curve_stop_signal_and_suspects(stack, dem
     history = registry.history(str(pid))
     assert [h["version"] for h in history] == [f"project{pid}-v1", f"project{pid}-v2"]
     assert history[0]["kappa_previous"] is None and -1 <= history[1]["kappa_previous"] <= 1
+    headers = {"Authorization": f"Token {stack.token}"}
     ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
     unlabeled = sum(1 for t in ls.tasks.list(project=pid, fields="all", page_size=1000) if not t.total_annotations)
     assert unlabeled == 403 - 202 - 10  # the demo's tweets, its labels, the annotations above
@@ -76,17 +78,38 @@ def test_the_demo_report_shows_scatter_curve_stop_signal_and_suspects(stack, dem
             assert signal.startswith("Keep labeling") and "uncertain band" in signal
             suspects = page.locator("#suspects tbody tr")
             assert suspects.count() > 0 or page.locator("#no-suspects").count() == 1
-            if suspects.count():
-                link = suspects.first.locator("a").get_attribute("href")
-                assert link.startswith(f"{stack.ls_url}/projects/{pid}/data?task=")
+            links = [a.get_attribute("href") for a in suspects.locator("a").all()]
+            assert all(link.startswith(f"{stack.ls_url}/projects/{pid}/data?task=") for link in links)
             page.screenshot(path=artifacts / "report.png", full_page=True)
         finally:
             browser.close()
+
+    # setup-project's "Possibly mislabeled" tab lists the same suspects: the worker wrote their scores into the
+    # tasks after the re-scoring (the same out-of-fold model as the page's).
+    suspect_ids = {int(link.rsplit("=", 1)[1]) for link in links}
+    views = requests.get(f"{stack.ls_url}/api/dm/views/", params={"project": pid}, headers=headers, timeout=30).json()
+    tab = next(v["id"] for v in views if v["data"]["title"] == POSSIBLY_MISLABELED)
+
+    def tab_tasks() -> list[dict]:
+        answer = requests.get(
+            f"{stack.ls_url}/api/tasks/", params={"view": tab, "page_size": 500}, headers=headers, timeout=30
+        )
+        return answer.json()["tasks"]
+
+    _wait(lambda: len(tab_tasks()) >= len(suspect_ids) > 0, 60, "the tab stays empty", lambda: "")
+    listed = tab_tasks()
+    assert suspect_ids <= {t["id"] for t in listed}
+    scores = [t["data"][SUSPECT_KEY] for t in listed]
+    assert scores == sorted(scores, reverse=True) and min(scores) > 0.5
 
     # The same figures as data.
     versions = requests.get(f"{stack.backend_url}/versions", params={"project": pid}, timeout=30).json()
     assert versions["details"][-1]["kappa_previous"] == history[1]["kappa_previous"]
     assert versions["stop"]["sentence"] == signal.split(" Now ")[0].strip()
+    # The worker logged them after the promotion.
+    assert f"project {pid}: project{pid}-v2 promoted; kappa to the previous version" in (
+        stack.folder / "worker.log"
+    ).read_text()
     metrics = requests.get(f"{stack.backend_url}/metrics", timeout=30).text
     assert f'ml_backend_uncertain_share{{project="{pid}"}}' in metrics
     assert f'ml_backend_kappa_previous{{project="{pid}"}}' in metrics
