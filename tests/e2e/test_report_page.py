@@ -107,9 +107,10 @@ def test_the_demo_report_shows_scatter_curve_stop_signal_and_suspects(stack, dem
     assert versions["details"][-1]["kappa_previous"] == history[1]["kappa_previous"]
     assert versions["stop"]["sentence"] == signal.split(" Now ")[0].strip()
     # The worker logged them after the promotion.
-    assert f"project {pid}: project{pid}-v2 promoted; kappa to the previous version" in (
-        stack.folder / "worker.log"
-    ).read_text()
+    assert (
+        f"project {pid}: project{pid}-v2 promoted; kappa to the previous version"
+        in (stack.folder / "worker.log").read_text()
+    )
     metrics = requests.get(f"{stack.backend_url}/metrics", timeout=30).text
     assert f'ml_backend_uncertain_share{{project="{pid}"}}' in metrics
     assert f'ml_backend_kappa_previous{{project="{pid}"}}' in metrics
