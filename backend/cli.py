@@ -294,7 +294,7 @@ def _report(args, settings: Settings) -> None:
 
     report = write_report(args.project, args.out, settings)
     print(f"wrote the report of project {args.project} to {args.out}")
-    if report.signal is not None and report.history:
+    if report.history:
         print(report.signal.sentence)
 
 

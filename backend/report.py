@@ -34,12 +34,13 @@ from .model_store import ModelStore
 from .predictions import class_probabilities
 from .registry import LEGACY_KIND, scope_of
 from .settings import Settings
-from .stopping import StopSignal
+from .stopping import StabilizingPredictions, StopSignal, f_bound
 from .suspects import Suspect, rank_suspects
 from .uncertainty import margin
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 MAX_SUSPECTS = 25
+MAX_SVG_POINTS = 5000
 _PAGES = Environment(loader=PackageLoader("backend", "templates"), autoescape=True)
 
 
@@ -54,7 +55,7 @@ class Report:
     tasks: list[Task] = field(default_factory=list)  # unlabeled, scored
     probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # columns in the order of `classes`
     history: list[dict] = field(default_factory=list)
-    signal: StopSignal | None = None
+    signal: StopSignal = field(default_factory=lambda: StabilizingPredictions().judge([]))
     label_counts: dict[str, int] = field(default_factory=dict)
     labeled: list[LabeledTask] = field(default_factory=list)
     suspects: list[Suspect] = field(default_factory=list)
@@ -117,18 +118,16 @@ def render(report: Report, *, plotly_src: str | None) -> str:
         if plotly_src
         else Markup("<script>{}</script>").format(Markup(PLOTLY_JS.read_text(encoding="utf-8")))
     )
-    figures = {
-        "scatter": scatter(report) if report.serving else None,
-        "curve": learning_curve(report.history, report.own_version, report.classes) if report.history else None,
-        "counts": label_counts(report.history, report.classes) if report.history else None,
-        "stop": stop_chart(report.history, report.signal.threshold if report.signal else 0.99)
-        if report.history
-        else None,
-    }
+    figures = {"scatter": scatter(report)} if report.serving else {}
+    if report.history:
+        figures["curve"] = learning_curve(report.history, report.own_version, report.classes)
+        figures["counts"] = label_counts(report.history, report.classes)
+        figures["stop"] = stop_chart(report.history, report.signal.threshold)
     return _PAGES.get_template("report.html").render(
         report=report,
         plotly_script=script,
-        figures={name: _div(fig, name) for name, fig in figures.items() if fig is not None},
+        figures={name: _div(fig, name) for name, fig in figures.items()},
+        f1_bound=f_bound(report.signal.threshold),
         suspects=[(s, report.labeled[s.index]) for s in report.suspects],
         enough_for_suspects=all(report.label_counts.get(c, 0) >= 2 for c in report.classes),
         latest=report.history[-1] if report.history else None,
@@ -171,10 +170,12 @@ def scatter(report: Report) -> go.Figure:
         figure.add_hline(y=value, line_dash="dash", line_color="grey")
         figure.add_vline(x=value, line_dash="dash", line_color="grey")
     margins = report.margins
+    # Past a few thousand points SVG gets slow in a browser; WebGL draws them all.
+    trace = go.Scatter if len(report.tasks) <= MAX_SVG_POINTS else go.Scattergl
     for index, name in enumerate(classes):
         rows = np.flatnonzero(predicted == index)
         figure.add_trace(
-            go.Scatter(
+            trace(
                 x=x[rows],
                 y=y[rows],
                 mode="markers",

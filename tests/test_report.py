@@ -68,6 +68,13 @@ def test_the_scatter_has_one_point_per_unlabeled_task_coloured_by_prediction():
     assert "&lt;/script&gt;" in hover and "</script>" not in hover
 
 
+def test_thousands_of_points_are_drawn_with_webgl():
+    n = 6000
+    report = _report(tasks=[Task(i, "t") for i in range(n)], probs=np.tile([[0.3, 0.7]], (n, 1)))
+    assert {trace.type for trace in scatter(report).data} == {"scattergl"}
+    assert sum(len(trace.x) for trace in scatter(report).data) == n
+
+
 def test_more_than_two_classes_plot_top_one_against_top_two():
     report = _report(classes=["a", "b", "c"], probs=np.tile([[0.2, 0.5, 0.3]], (10, 1)))
     figure = scatter(report)
@@ -102,6 +109,7 @@ def test_the_page_explains_each_part_and_escapes_tweets():
 def test_a_project_without_versions_gets_a_page_that_says_so():
     report = _report(history=[], serving=None, own_version=None, suspects=[], label_counts={"ok": 3, "xenófobo": 0})
     report.signal = StabilizingPredictions().judge([])
+    assert "figure-" not in render(report, plotly_src="x.js").split("</head>")[1]
     page = render(report, plotly_src=None)
     assert 'id="no-scatter"' in page and 'id="no-versions"' in page
     assert "no model has been trained on this project" in page
