@@ -25,7 +25,7 @@ from .errors import (
 )
 from .labelstudio.label_config import parse_label_config
 from .model_store import ModelStore
-from .registry import scope_of
+from .registry import PROJECT_ID, scope_of
 from .retraining.policy import ANNOTATION_ACTIONS, TRAIN_ACTION, RetrainPolicy, connect
 from .settings import Settings
 
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # Routes Label Studio reaches without credentials (it sends webhooks without basic auth).
 OPEN_ROUTES = {"health", "webhook"}
+# Label Studio's webhook bodies are a few kilobytes (an annotation and its task); anything larger is not one.
+MAX_WEBHOOK_BYTES = 1024 * 1024
 # The errors a request can cause and their statuses; any other error is ours: 500, traceback in the log.
 STATUS: dict[type[BackendError], int] = {
     UnknownProject: 404,
@@ -60,10 +62,12 @@ def create_app(
     @app.before_request
     def _start():
         g.started = time.perf_counter()
+        if request.endpoint == "webhook":
+            request.max_content_length = MAX_WEBHOOK_BYTES
         if settings.basic_auth and request.endpoint not in OPEN_ROUTES:
             auth = request.authorization
             given = (auth.username or "", auth.password or "") if auth and auth.type == "basic" else ("", "")
-            if not all(hmac.compare_digest(a, b) for a, b in zip(given, settings.basic_auth, strict=True)):
+            if not all(_same(a, b) for a, b in zip(given, settings.basic_auth, strict=True)):
                 return _error("authentication required", 401, {"WWW-Authenticate": 'Basic realm="ml-backend"'})
 
     @app.after_request
@@ -115,19 +119,19 @@ def create_app(
 
     @app.post("/webhook")
     def webhook():
-        if settings.webhook_secret and not hmac.compare_digest(
-            request.headers.get("X-Webhook-Secret", ""), settings.webhook_secret
-        ):
+        if settings.webhook_secret and not _same(request.headers.get("X-Webhook-Secret", ""), settings.webhook_secret):
             return _error("wrong or missing X-Webhook-Secret header", 403)
         body = _json_body()
         action = body.get("action")
         if not isinstance(action, str) or not action:
             raise BadRequest("a webhook body needs `action`")
         if action not in ANNOTATION_ACTIONS and action != TRAIN_ACTION:
-            metrics.WEBHOOKS.labels(action, "ignored").inc()
-            return jsonify(status="ignored", action=action)
+            # Only known actions become metric labels: a label per forged action string would grow /metrics.
+            metrics.WEBHOOKS.labels("other", "ignored").inc()
+            return jsonify(status="ignored", action=action[:100])
         project = _webhook_project(body)
-        count = len(body.get("annotations") or []) or 1  # ANNOTATIONS_CREATED/DELETED carry a list
+        annotations = body.get("annotations")  # ANNOTATIONS_CREATED/DELETED carry a list
+        count = min(len(annotations), 1000) if isinstance(annotations, list) and annotations else 1
         try:
             decision, job = policy.on_event(project, action, count)
         except RedisError as exc:
@@ -143,7 +147,7 @@ def create_app(
 
     @app.get("/versions")
     def versions():
-        scope = scope_of(request.args.get("project"))
+        scope = _project({"project": request.args.get("project")})
         versions = store.registry.versions(scope)
         history = store.registry.history(scope)
         return jsonify(
@@ -174,8 +178,16 @@ def create_app(
     return app
 
 
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison of secrets, as bytes: any Unicode in either side compares, none raises."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8", "replace"))
+
+
 def _json_body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # JSON nested thousands deep
+        raise BadRequest("the request body is nested too deep") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object (Content-Type: application/json)")
     return body
@@ -194,9 +206,9 @@ def _webhook_project(body: dict) -> int:
     candidates = [body.get("project")] + [part.get("project") for part in nested if isinstance(part, dict)]
     for candidate in candidates:
         value = candidate.get("id") if isinstance(candidate, dict) else candidate
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10**18:
             return value
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and PROJECT_ID.fullmatch(value) and int(value) > 0:
             return int(value)
     raise BadRequest("the webhook names no project (`project.id`)")
 

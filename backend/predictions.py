@@ -50,6 +50,19 @@ def predict_tasks(
 
     texts = [config.text_of(task, max_chars) for task in tasks]
     slots = [i for i, text in enumerate(texts) if text is not None]
+    if len(slots) < len(tasks):
+        # One line per request, not one per task: a request of a million empty tasks is one warning.
+        missing = [i for i, text in enumerate(texts) if text is None]
+        log.warning(
+            "%d of %d tasks have no text in data[%r] (or one over MAX_TEXT_CHARS=%d): no prediction for them "
+            "(positions %s%s)",
+            len(missing),
+            len(tasks),
+            config.data_key,
+            max_chars,
+            missing[:10],
+            " ..." if len(missing) > 10 else "",
+        )
     probs = class_probabilities(classifier, config, [text for text in texts if text is not None])
     scores = uncertainty.score(probs, strategy)
     results: list = [NO_PREDICTION for _ in tasks]

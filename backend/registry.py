@@ -35,6 +35,7 @@ HISTORY = "history.jsonl"
 # names of this shape are ever deleted from a project.
 VERSION_NAME = re.compile(r"^(default|project[A-Za-z0-9_-]+)-v(\d+)$")
 STALE_STAGING_SECONDS = 3600
+PROJECT_ID = re.compile(r"[0-9]{1,18}")  # Label Studio's ids are positive integers; no Unicode digits
 # The kind of versions stored before their metadata named one.
 LEGACY_KIND = "transformer"
 # What a version recorded of the unlabeled tasks when it was trained (stopping.Snapshot.figures).
@@ -42,12 +43,15 @@ PROGRESS_FIGURES = ("unlabeled", "uncertain", "uncertain_share", "kappa_previous
 
 
 def scope_of(project: str | int | None) -> str:
-    """Label Studio sends projects as "<id>.<created_at>"; the id names the scope."""
-    if project is None or str(project).strip() == "":
+    """Label Studio sends projects as "<id>.<created_at>"; the id (ASCII digits, 18 at most) names the scope.
+    None or "" is the default scope. Anything else is a ValueError: a scope becomes a folder name."""
+    if project is None or str(project).strip() in ("", DEFAULT_SCOPE):
         return DEFAULT_SCOPE
-    scope = str(project).split(".", 1)[0].strip()
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", scope):
-        raise ValueError(f"invalid project id {project!r}")
+    if isinstance(project, bool) or not isinstance(project, str | int):
+        raise ValueError(f"a project id is a number, not {type(project).__name__}")
+    scope = str(project)[:100].split(".", 1)[0].strip()
+    if not PROJECT_ID.fullmatch(scope):
+        raise ValueError(f"invalid project id {str(project)[:40]!r}: Label Studio project ids are numbers")
     return scope
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 
 def read_csv(path: Path, required: Sequence[str] = ("text",)) -> list[dict]:
-    """Every row of a UTF-8 CSV with a header; ValueError naming the missing columns."""
-    with Path(path).open(newline="", encoding="utf-8") as handle:
+    """Every row of a UTF-8 CSV with a header; ValueError naming the missing columns. Bytes that are not UTF-8
+    become U+FFFD: one broken tweet never stops an import."""
+    with Path(path).open(newline="", encoding="utf-8", errors="replace") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:

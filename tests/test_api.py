@@ -1,5 +1,6 @@
 """The protocol through Flask's test client, with the real (briefly trained) MiniLM model."""
 
+import base64
 import json
 
 import numpy as np
@@ -95,12 +96,47 @@ def test_bad_tasks_get_empty_slots_in_place(client):
             "no <Choices> bound",
         ),
         (json.dumps({"tasks": [], "project": "../../etc", "label_config": LABEL_CONFIG}).encode(), 400, "project"),
+        # Each found by fuzzing the backend, each a 500 before.
+        (json.dumps({"tasks": [], "project": "1" * 300, "label_config": LABEL_CONFIG}).encode(), 400, "project"),
+        (json.dumps({"tasks": [], "project": "²", "label_config": LABEL_CONFIG}).encode(), 400, "project"),
+        (json.dumps({"tasks": [], "label_config": 5}).encode(), 422, "must be a string"),
+        (json.dumps({"tasks": [], "label_config": ["<View/>"]}).encode(), 422, "must be a string"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deep"),
+        (
+            json.dumps({"tasks": [], "label_config": '<!DOCTYPE x [<!ENTITY a "aaaa">]><View>&a;</View>'}).encode(),
+            422,
+            "entities",
+        ),
     ],
 )
 def test_malformed_predict_requests_get_clear_json_errors(client, payload, status, message):
     answer = client.post("/predict", data=payload, content_type="application/json")
     assert answer.status_code == status
     assert message in answer.json["error"]
+
+
+def test_setup_and_versions_refuse_mistyped_fields(client):
+    assert client.post("/setup", json={"schema": {"a": 1}}).status_code == 422
+    for project in ("../x", "²", "9" * 5000):
+        answer = client.get("/versions", query_string={"project": project})
+        assert answer.status_code == 400 and "project" in answer.json["error"]
+
+
+def test_a_lone_surrogate_costs_its_own_prediction_at_most(client):
+    # As a scraper's JSON carries half an emoji: a \ud83d escape with no partner.
+    body = json.dumps(_predict_body(["Vuelvan a su país X", "Y", "Qué lindo día"]))
+    body = body.replace("X", "\\ud83d").replace('"Y"', '"\\udc00"')
+    answer = client.post("/predict", data=body, content_type="application/json")
+    assert answer.status_code == 200
+    assert [bool(r) for r in answer.json["results"]] == [True, True, True]
+
+
+def test_tasks_without_text_are_logged_once_per_request(client, caplog):
+    tasks = [{"id": i, "data": {}} for i in range(500)]
+    with caplog.at_level("WARNING", logger="backend.predictions"):
+        client.post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG})
+    lines = [r.getMessage() for r in caplog.records if r.name == "backend.predictions"]
+    assert len(lines) == 1 and lines[0].startswith("500 of 500 tasks have no text")
 
 
 def test_empty_task_list_answers_empty_results(client):
@@ -212,6 +248,30 @@ def test_basic_auth_on_all_routes_but_health_and_webhook(trained_model_dir):
     # Label Studio sends webhooks without basic auth; the optional secret header guards them instead.
     assert client.post("/webhook", json={"action": "X"}).status_code == 403
     assert client.post("/webhook", json={"action": "X"}, headers={"X-Webhook-Secret": "s3cret"}).status_code == 200
+
+
+def test_secrets_with_any_unicode_compare_without_errors(trained_model_dir):
+    """BASIC_AUTH_PASS=contraseña made every correct request a 500 (hmac.compare_digest on non-ASCII str)."""
+    settings = Settings(
+        model_dir=trained_model_dir, basic_auth_user="josé", basic_auth_pass="contraseña", webhook_secret="señal"
+    )
+    client = create_app(settings).test_client()
+    headers = {"Authorization": "Basic " + base64.b64encode("josé:contraseña".encode()).decode()}
+    assert client.get("/versions", headers=headers).status_code == 200
+    wrong = {"Authorization": "Basic " + base64.b64encode("josé:contraseñá".encode()).decode()}
+    assert client.get("/versions", headers=wrong).status_code == 401
+    assert client.post("/webhook", json={"action": "X"}, headers={"X-Webhook-Secret": "senal"}).status_code == 403
+
+
+def test_webhook_bodies_over_a_megabyte_are_refused_and_unknown_actions_are_one_label(client):
+    big = json.dumps({"action": "X", "pad": "x" * (1024 * 1024)})
+    assert client.post("/webhook", data=big, content_type="application/json").status_code == 413
+    for i in range(5):
+        client.post("/webhook", json={"action": f"FORGED_{i}" * 100})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "FORGED" not in text and 'ml_backend_webhooks_total{action="other",decision="ignored"}' in text
+    answer = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": "²", "annotations": 5})
+    assert answer.status_code == 400
 
 
 def test_untrained_base_model_answers_no_predictions(tmp_path):

@@ -18,6 +18,7 @@ LAYERS = [
         "uncertainty",
         "calibration",
         "stopping",
+        "text",
         "registry",
         "tables",
         "metrics",

@@ -44,8 +44,11 @@ def test_failed_training_leaves_nothing_visible(tmp_path):
 def test_scope_of_label_studio_project_ids():
     assert scope_of("12.1700000000") == "12"
     assert scope_of(None) == DEFAULT_SCOPE
-    with pytest.raises(ValueError):
-        scope_of("../etc")
+    assert scope_of(7) == "7" and scope_of("default") == DEFAULT_SCOPE
+    # Only ASCII digits, never longer than a folder name can be (found by fuzzing: each was a 500).
+    for bad in ("../etc", "²", "٣", "1" * 300, 10**30, True, 1.5, ["1"], "project5"):
+        with pytest.raises(ValueError):
+            scope_of(bad)
 
 
 def test_prune_keeps_the_newest_and_never_the_serving_version(tmp_path):

@@ -21,6 +21,7 @@ from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attemp
 
 from ..errors import BackendError, LabelStudioUnavailable, UnknownProject
 from ..registry import VERSION_NAME
+from ..text import valid_text
 from .label_config import LabelConfig
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ class LabelStudioClient:
     def unlabeled(self, project: int, config: LabelConfig) -> list[Task]:
         tasks = self._tasks(project, labeled=False, fields="task_only")
         return [
-            Task(t["id"], t["data"][config.data_key])
+            Task(t["id"], valid_text(t["data"][config.data_key]))
             for t in tasks
             if isinstance(t.get("data"), dict) and isinstance(t["data"].get(config.data_key), str)
         ]

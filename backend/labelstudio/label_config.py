@@ -8,18 +8,22 @@ reads a task's text.
 
 from __future__ import annotations
 
-import logging
+import hashlib
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from label_studio_sdk.label_interface import LabelInterface
 
 from ..errors import LabelConfigError
+from ..text import valid_text
 
-log = logging.getLogger(__name__)
+# Label Studio's largest configs (long taxonomies) are tens of kilobytes.
+MAX_CONFIG_CHARS = 1_000_000
+_PARSED: dict[bytes, LabelConfig] = {}
+_PARSED_LOCK = threading.Lock()
 
 # The tweet project's config (ok / xenófobo), shipped with the package; the repository's label_config.xml
 # links here.
@@ -53,26 +57,39 @@ class LabelConfig:
         return None
 
     def text_of(self, task: Any, max_chars: int) -> str | None:
-        """The task's text, or None (with the reason logged) when it cannot be classified."""
+        """The task's text as valid UTF-8, or None when it cannot be classified (no text, not a string, blank, or
+        over `max_chars`). Says nothing: a batch logs one line for all its tasks without text."""
         data = task.get("data") if isinstance(task, dict) else None
         text = data.get(self.data_key) if isinstance(data, dict) else None
-        task_id = task.get("id") if isinstance(task, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            log.warning("task %s has no text in data[%r]: no prediction", task_id, self.data_key)
+        if not isinstance(text, str) or not text.strip() or len(text) > max_chars:
             return None
-        if len(text) > max_chars:
-            log.warning(
-                "task %s: text of %d chars exceeds MAX_TEXT_CHARS=%d: no prediction", task_id, len(text), max_chars
-            )
-            return None
-        return text
+        return valid_text(text)
 
 
-@lru_cache(maxsize=128)
 def parse_label_config(xml: str) -> LabelConfig:
-    """The first <Choices> bound to a <Text>; LabelConfigError (a 4xx) when there is none."""
-    if not xml or not xml.strip():
+    """The first <Choices> bound to a <Text>; LabelConfigError (a 4xx) when there is none. Label Studio sends the
+    config with every /predict: parsed configs are kept by a hash of the text (never the text itself), 128 at most."""
+    if not isinstance(xml, str):
+        raise LabelConfigError(f"the label config must be a string of XML, not {type(xml).__name__}")
+    if len(xml) > MAX_CONFIG_CHARS:
+        raise LabelConfigError(f"the label config has {len(xml)} characters; at most {MAX_CONFIG_CHARS} are read")
+    key = hashlib.sha256(xml.encode("utf-8", "replace")).digest()
+    found = _PARSED.get(key)
+    if found is None:
+        found = _parse(xml)
+        with _PARSED_LOCK:
+            while len(_PARSED) >= 128:
+                del _PARSED[next(iter(_PARSED))]
+            _PARSED[key] = found
+    return found
+
+
+def _parse(xml: str) -> LabelConfig:
+    if not xml.strip():
         raise LabelConfigError("the label config is empty")
+    if "<!DOCTYPE" in xml.upper() or "<!ENTITY" in xml.upper():
+        # Entities expand (a billion laughs) or read files (external entities); Label Studio configs have none.
+        raise LabelConfigError("the label config declares a DOCTYPE or entities; Label Studio configs have none")
     try:
         interface = LabelInterface(xml)
     except Exception as exc:  # the SDK raises several XML/validation types
