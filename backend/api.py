@@ -119,7 +119,7 @@ def create_app(
 
     @app.post("/webhook")
     def webhook():
-        if settings.webhook_secret and not _same(request.headers.get("X-Webhook-Secret", ""), settings.webhook_secret):
+        if settings.secret and not _same(request.headers.get("X-Webhook-Secret", ""), settings.secret):
             return _error("wrong or missing X-Webhook-Secret header", 403)
         body = _json_body()
         action = body.get("action")

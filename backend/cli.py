@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from .settings import Settings
 
 
@@ -100,7 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
 
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # a setting of the environment or .env: say which, no traceback
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        sys.exit(f"error: invalid settings: {problems}")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Label Studio call otherwise
     from .errors import BackendError
@@ -173,9 +179,9 @@ def _setup_project(args, settings: Settings) -> None:
     from .stack.demo import setup_demo
     from .tables import read_csv
 
-    if not settings.label_studio_api_key:
+    if not settings.api_key:
         raise ValueError("set LABEL_STUDIO_API_KEY (a legacy token or a personal access token)")
-    ls = LabelStudio(base_url=settings.label_studio_url, api_key=settings.label_studio_api_key)
+    ls = LabelStudio(base_url=settings.label_studio_url, api_key=settings.api_key)
     label_config = args.label_config.read_text(encoding="utf-8") if args.label_config else default_label_config()
     if args.demo:
         report = setup_demo(
@@ -183,7 +189,7 @@ def _setup_project(args, settings: Settings) -> None:
             args.backend_url,
             label_config=label_config,
             backend_auth=settings.basic_auth,
-            webhook_secret=settings.webhook_secret,
+            webhook_secret=settings.secret,
         )
     else:
         report = setup_project(

@@ -72,7 +72,7 @@ class Report:
 
 def gather(project: int, settings: Settings, store: ModelStore) -> Report:
     """Everything the page shows, read now: tasks and labels from Label Studio, versions from the registry."""
-    if not settings.label_studio_api_key:
+    if not settings.api_key:
         raise LabelStudioUnavailable("LABEL_STUDIO_API_KEY is not set: the report reads the project from Label Studio")
     client = LabelStudioClient.from_settings(settings)
     config = parse_label_config(client.label_config(project))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .stopping import StabilizingPredictions
@@ -35,7 +35,8 @@ class Settings(BaseSettings):
 
     # Label Studio, for the jobs that read annotations and write predictions back.
     label_studio_url: str = "http://localhost:8080"
-    label_studio_api_key: str = ""
+    # Secrets are SecretStr: a printed or logged Settings shows "**********", never the value.
+    label_studio_api_key: SecretStr = SecretStr("")
     # A job's calls to Label Studio retry with exponential backoff (1, 2, 4, ... s x BACKOFF) this many times.
     label_studio_attempts: int = Field(default=5, ge=1)
     label_studio_backoff: float = Field(default=1.0, ge=0)
@@ -45,9 +46,9 @@ class Settings(BaseSettings):
 
     # Basic auth on every route but /health and /webhook (Label Studio sends webhooks without it).
     basic_auth_user: str = ""
-    basic_auth_pass: str = ""
+    basic_auth_pass: SecretStr = SecretStr("")
     # When set, /webhook requires the header `X-Webhook-Secret` with this value.
-    webhook_secret: str = ""
+    webhook_secret: SecretStr = SecretStr("")
 
     # A Hugging Face id or a local directory: the base model, or a checkpoint served as is.
     model_name: str = Field(default_factory=default_model_name)
@@ -165,4 +166,20 @@ class Settings(BaseSettings):
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:
-        return (self.basic_auth_user, self.basic_auth_pass) if self.basic_auth_user else None
+        return (self.basic_auth_user, self.basic_auth_pass.get_secret_value()) if self.basic_auth_user else None
+
+    @property
+    def api_key(self) -> str:
+        return self.label_studio_api_key.get_secret_value()
+
+    @property
+    def secret(self) -> str:
+        """WEBHOOK_SECRET's value ("" when unset)."""
+        return self.webhook_secret.get_secret_value()
+
+    @model_validator(mode="after")
+    def _auth_needs_a_password(self) -> Settings:
+        if self.basic_auth_user and not self.basic_auth_pass.get_secret_value():
+            # Else every route would open to whoever sends the user name with an empty password.
+            raise ValueError("BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty: set both, or neither")
+        return self

@@ -76,7 +76,7 @@ class LabelStudioClient:
     def from_settings(cls, settings: Settings) -> LabelStudioClient:
         return cls(
             settings.label_studio_url,
-            settings.label_studio_api_key,
+            settings.api_key,
             attempts=settings.label_studio_attempts,
             backoff=settings.label_studio_backoff,
         )

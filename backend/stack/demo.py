@@ -33,13 +33,14 @@ def setup_demo(
     label_config: str | None = None,
     backend_auth: tuple | None = None,
     webhook_secret: str = "",
+    title: str = DEMO_TITLE,
 ) -> SetupReport:
     """While the project has no model of its own, ask the backend to train one on the demo labels (the worker
     does it in the background)."""
     # No "Retrieve predictions" now: the untrained base model has none to give; the worker's re-scoring will.
     report = setup_project(
         ls,
-        title=DEMO_TITLE,
+        title=title,
         label_config=label_config or default_label_config(),
         rows=demo_rows(),
         backend_url=backend_url,

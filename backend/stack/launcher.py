@@ -152,7 +152,7 @@ def run() -> None:
             LabelStudio(base_url=stack.ls_url, api_key=stack.token),
             stack.backend_url,
             backend_auth=settings.basic_auth,
-            webhook_secret=settings.webhook_secret,
+            webhook_secret=settings.secret,
         )
         if report.training_requested:
             print(

@@ -35,7 +35,8 @@ def demo(stack):
     from label_studio_sdk import LabelStudio
 
     ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
-    pid = setup_demo(ls, stack.backend_url).project
+    # The demo's tweets under a title of its own: the stack is shared, and test_compose creates "the" demo.
+    pid = setup_demo(ls, stack.backend_url, title="report e2e: demo tweets").project
     log = lambda: (stack.folder / "worker.log").read_text()[-4000:]  # noqa: E731
     _wait(lambda: ls.projects.get(id=pid).model_version == f"project{pid}-v1", 600, "no first version", log)
     unlabeled = [t.id for t in ls.tasks.list(project=pid, fields="all", page_size=1000) if not t.total_annotations]
