@@ -24,6 +24,7 @@ from .errors import (
     UnknownProject,
 )
 from .labelstudio.label_config import parse_label_config
+from .labelstudio.project_setup import WEBHOOK_HEADER
 from .model_store import ModelStore
 from .registry import PROJECT_ID, scope_of
 from .retraining.policy import ANNOTATION_ACTIONS, TRAIN_ACTION, RetrainPolicy, connect
@@ -53,6 +54,11 @@ def create_app(
     # Connects on first use; fails fast so that /webhook answers within Label Studio's 1 s.
     policy = policy or RetrainPolicy.from_settings(settings, connect(settings, fail_fast=True))
     store.warm_up()  # load at start, never on the first request
+    if not settings.secret and not settings.basic_auth:
+        log.warning(
+            "WEBHOOK_SECRET and BASIC_AUTH_USER are unset: /webhook accepts events from anyone who reaches this "
+            "port (make run and docker compose set a secret; README, Security)"
+        )
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(settings.max_body_mb * 1024 * 1024)
@@ -119,8 +125,12 @@ def create_app(
 
     @app.post("/webhook")
     def webhook():
-        if settings.secret and not _same(request.headers.get("X-Webhook-Secret", ""), settings.secret):
-            return _error("wrong or missing X-Webhook-Secret header", 403)
+        if not _webhook_allowed(settings):
+            return _error(
+                f"webhook refused: wrong or missing {WEBHOOK_HEADER} header (or basic auth); setup-project "
+                "configures Label Studio to send it",
+                403,
+            )
         body = _json_body()
         action = body.get("action")
         if not isinstance(action, str) or not action:
@@ -176,6 +186,23 @@ def create_app(
         return Response(body, content_type=content_type)
 
     return app
+
+
+def _webhook_allowed(settings: Settings) -> bool:
+    """Label Studio's annotation webhooks carry the secret header (setup-project configures them); its "Start
+    Training" carries the ML connection's basic auth: the backend's own, or any user with the secret as password.
+    Open only when the backend has neither a secret nor basic auth (create_app warns of it)."""
+    if not settings.secret and not settings.basic_auth:
+        return True
+    if settings.secret and _same(request.headers.get(WEBHOOK_HEADER, ""), settings.secret):
+        return True
+    auth = request.authorization
+    if auth is None or auth.type != "basic":
+        return False
+    given = (auth.username or "", auth.password or "")
+    if settings.basic_auth and all(_same(a, b) for a, b in zip(given, settings.basic_auth, strict=True)):
+        return True
+    return bool(settings.secret) and _same(given[1], settings.secret)
 
 
 def _same(given: str, expected: str) -> bool:

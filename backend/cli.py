@@ -201,6 +201,7 @@ def _setup_project(args, settings: Settings) -> None:
             threshold=args.threshold,
             retrieve=not args.no_retrieve,
             backend_auth=settings.basic_auth,
+            webhook_secret=settings.secret,
         )
     if report.training_requested:
         print(f"project {report.project}: training of a first model on its labels queued (see the worker's log)")

@@ -43,6 +43,7 @@ import requests  # noqa: E402
 
 from backend.labelstudio.client import LabelStudioClient  # noqa: E402
 from backend.labelstudio.label_config import default_label_config, parse_label_config  # noqa: E402
+from backend.labelstudio.project_setup import connect_backend, request_training, webhook_headers  # noqa: E402
 from backend.retraining.policy import TRAIN_FUNC, connect  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from backend.stack.demo import DEMO  # noqa: E402
@@ -67,13 +68,13 @@ def pct(values, q) -> float:
     return float(np.percentile(values, q)) * 1000
 
 
-def webhook_latency(backend: str, n: int = 50) -> tuple[float, float]:
+def webhook_latency(backend: str, secret: str, n: int = 50) -> tuple[float, float]:
     # A project id no one uses, so the events start no real training in the loop measured next.
     body = {"action": "ANNOTATION_CREATED", "annotation": {"id": 1}, "project": {"id": 10**9}}
 
     def post(_):
         started = time.perf_counter()
-        answer = requests.post(f"{backend}/webhook", json=body, timeout=5)
+        answer = requests.post(f"{backend}/webhook", json=body, headers=webhook_headers(None, secret), timeout=5)
         answer.raise_for_status()
         return time.perf_counter() - started
 
@@ -88,6 +89,7 @@ def new_stack(args, settings_env: dict, prefix: str) -> LocalStack:
     return LocalStack(
         folder=Path(tempfile.mkdtemp(prefix=prefix)),
         token=secrets.token_hex(20),
+        webhook_secret=secrets.token_hex(24),  # as `make run`: webhooks authenticated
         username="bench@example.com",
         password="bench-pass-123",
         ls_port=free_port(),
@@ -112,7 +114,7 @@ def new_project(stack: LocalStack, args):
     tasks += [{"data": {"text": r["text"]}} for r in cycle(pool, args.unlabeled)]
     started = time.time()
     ids = list(ls.projects.import_tasks(id=project, request=tasks, return_task_ids=True).task_ids)
-    ls.ml.create(project=project, url=stack.backend_url, title="tweets")
+    connect_backend(ls, project, stack.backend_url, webhook_secret=stack.webhook_secret)
     ls.projects.update(id=project, sampling="Uncertainty sampling")
     print(
         f"project {project}: {args.labeled} labeled + {args.unlabeled} unlabeled tasks imported in "
@@ -124,11 +126,7 @@ def new_project(stack: LocalStack, args):
 
 
 def start_training(stack: LocalStack, project: int) -> str | None:
-    answer = requests.post(
-        f"{stack.backend_url}/webhook", json={"action": "START_TRAINING", "project": {"id": project}}, timeout=5
-    )
-    answer.raise_for_status()
-    return answer.json().get("job")
+    return request_training(stack.backend_url, project, webhook_secret=stack.webhook_secret).get("job")
 
 
 def wait_switch(ls, project: int, workers: list, version: str | None = None, *, since: str = "", timeout=3600) -> str:
@@ -228,7 +226,7 @@ def fast_tier(args) -> None:
         redis = connect(settings)
         ls, project, unlabeled = new_project(stack, args)
 
-        p50, p99 = webhook_latency(stack.backend_url)
+        p50, p99 = webhook_latency(stack.backend_url, stack.webhook_secret)
         print(
             f"webhook latency, 50 concurrent posts x4 (Label Studio idle beside it): p50 {p50:.1f} ms, p99 {p99:.1f} ms"
         )
@@ -361,13 +359,15 @@ def full_tier(args) -> None:
 def webhook_only() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-webhook-"))
     redis_server = RedisServer(work).start()
+    secret = secrets.token_hex(24)
     env = {"MODEL_DIR": str(work / "models"), "REDIS_URL": redis_server.url, "HF_HUB_OFFLINE": "1"}
+    env["WEBHOOK_SECRET"] = secret
     try:
         for workers, every in (("1", "1"), ("1", "10"), ("2", "1"), ("2", "10")):
             overrides = {"RETRAIN_EVERY": every, "WORKERS": workers}
             proc, backend = start_backend({**env, **overrides}, free_port(), work / "backend.log")
             try:
-                p50, p99 = webhook_latency(backend)
+                p50, p99 = webhook_latency(backend, secret)
                 print(
                     f"webhook latency, 50 concurrent posts x4, WORKERS={workers} RETRAIN_EVERY={every}: "
                     f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"

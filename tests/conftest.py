@@ -112,6 +112,7 @@ def stack(label_studio_binary, trained_model_dir, tmp_path_factory) -> LocalStac
     stack = LocalStack(
         folder=folder,
         token=secrets.token_hex(20),
+        webhook_secret=secrets.token_hex(24),  # as `make run`: Label Studio's webhooks carry it
         password="e2e-pass-123",
         ls_port=free_port(),
         port=free_port(),

@@ -308,3 +308,32 @@ def test_model_labels_names_generic_outputs_and_mismatch_gives_no_predictions(tr
     app = create_app(Settings(model_dir=tmp_path, model_name=str(checkpoint), model_labels="pos,neg"))
     assert app.extensions["model_store"].get(None).labels == ("pos", "neg")
     assert app.test_client().post("/predict", json=_predict_body(TWEETS[:2])).json["results"] == [[], []]
+
+
+@pytest.mark.parametrize(
+    "secret, basic, headers, auth, status",
+    [
+        ("s3cret", None, {"X-Webhook-Secret": "s3cret"}, None, 200),  # Label Studio's webhook, as setup configures it
+        ("s3cret", None, {}, ("label-studio", "s3cret"), 200),  # its Start Training, through the ML connection
+        ("s3cret", None, {}, ("anyone", "guess"), 403),
+        ("s3cret", None, {}, None, 403),
+        ("", ("u", "p"), {}, ("u", "p"), 200),  # basic auth alone also guards /webhook now
+        ("", ("u", "p"), {}, None, 403),
+        ("", None, {}, None, 200),  # neither: open, with a warning at start
+    ],
+)
+def test_webhook_authentication(trained_model_dir, secret, basic, headers, auth, status):
+    user, password = basic or ("", "")
+    app = create_app(
+        Settings(model_dir=trained_model_dir, webhook_secret=secret, basic_auth_user=user, basic_auth_pass=password)
+    )
+    if auth:
+        headers = {**headers, "Authorization": "Basic " + base64.b64encode(":".join(auth).encode()).decode()}
+    answer = app.test_client().post("/webhook", json={"action": "PROJECT_UPDATED"}, headers=headers)
+    assert answer.status_code == status
+
+
+def test_an_open_webhook_is_warned_of(trained_model_dir, caplog):
+    with caplog.at_level("WARNING", logger="backend.api"):
+        create_app(Settings(model_dir=trained_model_dir, webhook_secret="", basic_auth_user="", basic_auth_pass=""))
+    assert any("accepts events from anyone" in r.getMessage() for r in caplog.records)

@@ -46,7 +46,7 @@ def _config(tmp_path, env: dict) -> subprocess.CompletedProcess:
 
 @pytest.fixture()
 def resolved(tmp_path) -> dict:
-    answer = _config(tmp_path, {"LABEL_STUDIO_API_KEY": "k" * 40, "RETRAIN_EVERY": "25"})
+    answer = _config(tmp_path, {"LABEL_STUDIO_API_KEY": "k" * 40, "WEBHOOK_SECRET": "w" * 48, "RETRAIN_EVERY": "25"})
     assert answer.returncode == 0, answer.stderr
     return yaml.safe_load(answer.stdout)
 
@@ -64,6 +64,7 @@ def test_compose_file_is_valid_and_has_the_whole_stack(resolved):
     for name in ("ml-backend", "worker", "setup"):
         env = services[name]["environment"]
         assert env["RETRAIN_EVERY"] == "25" and env["LABEL_STUDIO_API_KEY"] == "k" * 40
+        assert env["WEBHOOK_SECRET"] == "w" * 48
         assert env["REDIS_URL"] == "redis://redis:6379/0" and env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
     assert services["setup"]["command"][:4] == ["python", "-m", "backend", "setup-project"]
     assert "--demo" in services["setup"]["command"]
@@ -73,10 +74,11 @@ def test_compose_file_is_valid_and_has_the_whole_stack(resolved):
     assert services["ml-backend"]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
-def test_compose_refuses_to_start_without_an_api_key(tmp_path):
-    answer = _config(tmp_path, {})
-    assert answer.returncode != 0
-    assert "LABEL_STUDIO_API_KEY" in answer.stderr
+def test_compose_refuses_to_start_without_an_api_key_or_a_webhook_secret(tmp_path):
+    answer = _config(tmp_path, {"WEBHOOK_SECRET": "w" * 48})
+    assert answer.returncode != 0 and "LABEL_STUDIO_API_KEY" in answer.stderr
+    answer = _config(tmp_path, {"LABEL_STUDIO_API_KEY": "k" * 40})
+    assert answer.returncode != 0 and "WEBHOOK_SECRET" in answer.stderr
 
 
 def test_every_setting_is_in_env_example_with_its_default():

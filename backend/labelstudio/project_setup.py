@@ -13,6 +13,7 @@ task's data after its other columns, so hiding them is what brings the tweet on 
 
 from __future__ import annotations
 
+import base64
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,10 @@ from .label_config import parse_label_config
 
 log = logging.getLogger(__name__)
 
+WEBHOOK_HEADER = "X-Webhook-Secret"
+# The user name of the ML connection's basic auth when the backend has none of its own: the password is then the
+# webhook secret, which is how "Start Training" (sent through that connection) authenticates to /webhook.
+WEBHOOK_USER = "label-studio"
 SOURCE_ID = "tweet_id"  # the CSV's id, kept in the task's data: how a second run knows what is imported
 MOST_UNCERTAIN = "Most uncertain first"
 POSSIBLY_MISLABELED = "Possibly mislabeled"
@@ -93,6 +98,45 @@ def _columns(data_key: str, shown: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+def connect_backend(
+    ls, project: int, backend_url: str, *, backend_auth: tuple | None = None, webhook_secret: str = ""
+) -> bool:
+    """Connect the backend to the project so that everything Label Studio sends it is authenticated; True when
+    it connected now (a second call changes only what is out of date).
+
+    Label Studio 1.23 sends annotation events through a webhook it creates when a backend is connected, unless
+    one with the same URL exists: that webhook is created (or updated) here first, carrying the secret header.
+    "Start Training" goes through the ML connection instead, which sends basic auth but no custom header: the
+    connection carries the backend's basic auth, else WEBHOOK_USER with the secret as password (docs/security)."""
+    hook_url = backend_url.rstrip("/") + "/webhook"
+    headers = webhook_headers(backend_auth, webhook_secret)
+    hooks = [as_dict(h) for h in ls.webhooks.list(project=str(project))]
+    ours = [h for h in hooks if str(h.get("url", "")).rstrip("/") == hook_url and h.get("project") == project]
+    for hook in ours:
+        if (hook.get("headers") or {}) != headers:
+            ls.webhooks.update(id=hook["id"], url=hook_url, headers=headers)
+    if not ours and headers:
+        ls.webhooks.create(project=project, url=hook_url, headers=headers, send_payload=True, send_for_all_actions=True)
+    if any(m.url.rstrip("/") == backend_url.rstrip("/") for m in ls.ml.list(project=project)):
+        return False
+    user, password = backend_auth or ((WEBHOOK_USER, webhook_secret) if webhook_secret else ("", ""))
+    # With basic auth on, Label Studio must send it on every call, or /setup answers 401 and it disconnects.
+    auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": user, "basic_auth_pass": password} if user else {}
+    ls.ml.create(project=project, url=backend_url, title="tweets active learning", **auth)
+    return True
+
+
+def webhook_headers(backend_auth: tuple | None, webhook_secret: str) -> dict[str, str]:
+    """What a webhook from Label Studio (or request_training) sends to be let in: the secret header, else the
+    backend's basic auth; nothing when the backend has neither."""
+    if webhook_secret:
+        return {WEBHOOK_HEADER: webhook_secret}
+    if backend_auth:
+        token = base64.b64encode(f"{backend_auth[0]}:{backend_auth[1]}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+    return {}
+
+
 def wanted_tabs(data_key: str, threshold: float) -> dict[str, dict[str, Any]]:
     """setup-project's Data Manager tabs, by title."""
     score_columns = _columns(data_key, ("predictions_score", "predictions_results"))
@@ -145,9 +189,10 @@ def setup_project(
     threshold: float = 0.3,
     retrieve: bool = True,
     backend_auth: tuple | None = None,
+    webhook_secret: str = "",
 ) -> SetupReport:
     """`ls`: a label_studio_sdk.LabelStudio client; `rows`: dicts with `text`, optional `id` and `label`;
-    `backend_auth`: the backend's basic auth, if it has one."""
+    `backend_auth`: the backend's basic auth, if it has one; `webhook_secret`: its WEBHOOK_SECRET."""
     config = parse_label_config(label_config)
     existing = next((p for p in ls.projects.list() if p.title == title), None)
     if existing is None:
@@ -181,15 +226,9 @@ def setup_project(
         ls.projects.import_tasks(id=project.id, request=tasks)
     report.imported = len(tasks)
 
-    if not any(m.url.rstrip("/") == backend_url.rstrip("/") for m in ls.ml.list(project=project.id)):
-        # Label Studio must send the backend's basic auth on every call, or /setup answers 401 and it disconnects.
-        auth = (
-            {"auth_method": "BASIC_AUTH", "basic_auth_user": backend_auth[0], "basic_auth_pass": backend_auth[1]}
-            if backend_auth
-            else {}
-        )
-        ls.ml.create(project=project.id, url=backend_url, title="tweets active learning", **auth)
-        report.backend_connected = True
+    report.backend_connected = connect_backend(
+        ls, project.id, backend_url, backend_auth=backend_auth, webhook_secret=webhook_secret
+    )
     ls.projects.update(id=project.id, sampling="Uncertainty sampling")
 
     tabs = {(as_dict(v).get("data") or {}).get("title"): as_dict(v) for v in ls.views.list(project=project.id)}
@@ -228,7 +267,7 @@ def request_training(
     backend_url: str, project: int, backend_auth: tuple | None = None, webhook_secret: str = ""
 ) -> dict:
     """What Label Studio's "Start Training" button does: the backend queues a training on the project's labels."""
-    headers = {"X-Webhook-Secret": webhook_secret} if webhook_secret else {}
+    headers = webhook_headers(None, webhook_secret)
     answer = requests.post(
         f"{backend_url.rstrip('/')}/webhook",
         json={"action": "START_TRAINING", "project": {"id": project}},

@@ -46,6 +46,7 @@ def setup_demo(
         backend_url=backend_url,
         retrieve=False,
         backend_auth=backend_auth,
+        webhook_secret=webhook_secret,
     )
     if report.model_version is None:
         request_training(backend_url, report.project, backend_auth, webhook_secret)

@@ -37,6 +37,8 @@ def label_studio_bin() -> str:
 class LocalStack:
     folder: Path
     token: str
+    # The backend's WEBHOOK_SECRET: setup-project makes Label Studio send it with every event (empty: no secret).
+    webhook_secret: str = ""
     username: str = DEFAULT_USERNAME
     password: str = DEFAULT_PASSWORD
     ls_port: int = 8080
@@ -60,7 +62,8 @@ class LocalStack:
         folder.mkdir(parents=True, exist_ok=True)
         return cls(
             folder=folder,
-            token=env.get("LABEL_STUDIO_API_KEY") or _new_api_key(folder),
+            token=env.get("LABEL_STUDIO_API_KEY") or _new_secret(folder / "api-key", 20),
+            webhook_secret=env.get("WEBHOOK_SECRET") or _new_secret(folder / "webhook-secret", 24),
             username=env.get("LABEL_STUDIO_USERNAME", DEFAULT_USERNAME),
             password=env.get("LABEL_STUDIO_PASSWORD", DEFAULT_PASSWORD),
             ls_port=int(env.get("LABEL_STUDIO_PORT", "8080")),
@@ -79,6 +82,7 @@ class LocalStack:
             "REDIS_URL": self.redis_url,
             "LABEL_STUDIO_URL": self.ls_url,
             "LABEL_STUDIO_API_KEY": self.token,
+            "WEBHOOK_SECRET": self.webhook_secret,
             "HF_HUB_OFFLINE": self.hf_offline,
             **self.settings_env,
         }
@@ -130,11 +134,12 @@ class LocalStack:
             item.stop() if isinstance(item, RedisServer) else stop(item)
 
 
-def _new_api_key(folder: Path) -> str:
-    """Without LABEL_STUDIO_API_KEY: a token made on the first run and kept for the next ones."""
-    path = folder / "api-key"
+def _new_secret(path: Path, size: int) -> str:
+    """Where the environment sets none (LABEL_STUDIO_API_KEY, WEBHOOK_SECRET): one made on the first run and
+    kept for the next ones, readable by this user only."""
     if not path.exists():
-        path.write_text(secrets.token_hex(20))
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(size))
     return path.read_text().strip()
 
 
@@ -147,12 +152,12 @@ def run() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         stack.start()
-        settings = Settings()  # the backend's auth and webhook secret, from the same environment and .env
+        settings = Settings()  # the backend's basic auth, from the same environment and .env
         report = setup_demo(
             LabelStudio(base_url=stack.ls_url, api_key=stack.token),
             stack.backend_url,
             backend_auth=settings.basic_auth,
-            webhook_secret=settings.secret,
+            webhook_secret=stack.webhook_secret,
         )
         if report.training_requested:
             print(

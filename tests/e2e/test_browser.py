@@ -21,7 +21,12 @@ def test_annotator_sees_the_pre_annotation_of_the_most_uncertain_task(stack, chr
     ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
     pool = [{"id": f"b{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[60:80])]
     pid = setup_project(
-        ls, title="browser e2e", label_config=LABEL_CONFIG, rows=pool, backend_url=stack.backend_url
+        ls,
+        title="browser e2e",
+        label_config=LABEL_CONFIG,
+        rows=pool,
+        backend_url=stack.backend_url,
+        webhook_secret=stack.webhook_secret,
     ).project
     predictions, texts = {}, {}
     for task in ls.tasks.list(project=pid, fields="all", page_size=100):

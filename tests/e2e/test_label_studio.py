@@ -93,7 +93,13 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
 
     def run(rows):
         return setup_project(
-            ls, title="setup e2e", label_config=LABEL_CONFIG, rows=rows, backend_url=backend_url, threshold=0.25
+            ls,
+            title="setup e2e",
+            label_config=LABEL_CONFIG,
+            rows=rows,
+            backend_url=backend_url,
+            threshold=0.25,
+            webhook_secret="e2e-webhook-secret",
         )
 
     first = run(labeled + pool)
@@ -112,6 +118,15 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
     assert len(tasks) == 31
     assert sum(1 for t in tasks if t.annotations) == 10
     assert len(ls.ml.list(project=pid)) == 1
+    # Label Studio sends events through the webhook setup made (its own would carry no secret), and its Start
+    # Training through the ML connection, whose basic auth carries the secret.
+    hooks = [h if isinstance(h, dict) else h.model_dump() for h in ls.webhooks.list(project=str(pid))]
+    hooks = [h for h in hooks if h["project"] == pid]
+    assert [(h["url"], h["headers"]) for h in hooks] == [
+        (f"{backend_url}/webhook", {"X-Webhook-Secret": "e2e-webhook-secret"})
+    ]
+    (connection,) = ls.ml.list(project=pid)
+    assert (connection.auth_method, connection.basic_auth_user) == ("BASIC_AUTH", "label-studio")
     views = [v if isinstance(v, dict) else v.model_dump() for v in ls.views.list(project=pid)]
     titles = [v.get("data", {}).get("title") for v in views]
     assert titles.count(MOST_UNCERTAIN) == 1 and titles.count(uncertain_tab(0.25)) == 1

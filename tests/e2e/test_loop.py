@@ -14,6 +14,7 @@ import requests
 from rq.job import Job
 
 from backend.labelstudio.label_config import parse_label_config
+from backend.labelstudio.project_setup import connect_backend, webhook_headers
 from backend.models.loader import load_version
 from backend.predictions import class_probabilities
 from backend.registry import Registry
@@ -55,7 +56,10 @@ class Loop:
 
     def webhook(self, action: str, project: int) -> dict:
         answer = requests.post(
-            f"{self.backend_url}/webhook", json={"action": action, "project": {"id": project}}, timeout=5
+            f"{self.backend_url}/webhook",
+            json={"action": action, "project": {"id": project}},
+            headers=webhook_headers(None, self.webhook_secret),
+            timeout=5,
         )
         assert answer.status_code == 200, answer.text
         return answer.json()
@@ -95,8 +99,8 @@ def project(loop):
         return_task_ids=True,
     )
     ids = list(answer.task_ids)
-    # Connecting the backend makes Label Studio send every event to <backend>/webhook.
-    ls.ml.create(project=created.id, url=loop.backend_url, title="tweets")
+    # Connecting the backend makes Label Studio send every event to <backend>/webhook, with the secret header.
+    connect_backend(ls, created.id, loop.backend_url, webhook_secret=loop.webhook_secret)
     ls.projects.update(id=created.id, sampling="Uncertainty sampling")
     return created.id, list(zip(ids[:12], [r["label"] for r in to_label], strict=True)), ids[12:]
 
@@ -241,3 +245,43 @@ def test_worker_killed_mid_training_keeps_the_previous_version(loop, project):
             break
         time.sleep(0.5)
     assert versions == {after: 36}, versions
+
+
+def _all_jobs(loop) -> set[str]:
+    from rq import Queue
+    from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+
+    redis = connect(Settings(redis_url=loop.redis_url))
+    queue = Queue(loop.env.get("RQ_QUEUE", "ml-backend"), connection=redis)
+    registries = (StartedJobRegistry, FinishedJobRegistry, FailedJobRegistry, DeferredJobRegistry)
+    return set(queue.job_ids).union(*(r(queue=queue).get_job_ids() for r in registries))
+
+
+def test_only_label_studio_can_send_webhooks(loop, project):
+    """The stack runs with WEBHOOK_SECRET (as make run does): forged events are refused and queue nothing, while
+    the annotations above reached the loop through Label Studio's own webhook, and its Start Training through
+    the ML connection's basic auth."""
+    pid, _, _ = project
+    before = _all_jobs(loop)
+    body = {"action": "START_TRAINING", "project": {"id": pid}}
+    url = f"{loop.backend_url}/webhook"
+    forged = [
+        requests.post(url, json=body, timeout=5),
+        requests.post(url, json=body, headers={"X-Webhook-Secret": "guess"}, timeout=5),
+        requests.post(url, json=body, auth=("label-studio", "guess"), timeout=5),
+        requests.post(url, json={**body, "project": {"id": 424242}}, timeout=5),
+    ]
+    assert [a.status_code for a in forged] == [403] * 4
+    time.sleep(2)
+    assert _all_jobs(loop) == before
+
+    # Label Studio's "Start Training" (Settings -> Model): it reaches /webhook with the connection's basic auth.
+    (backend,) = [m for m in loop.ls.ml.list(project=pid) if m.url.rstrip("/") == loop.backend_url]
+    loop.ls.ml.train(id=backend.id)
+    deadline = time.time() + 30
+    while not (new := _all_jobs(loop) - before):
+        assert time.time() < deadline, "Start Training queued nothing"
+        time.sleep(0.5)
+    for job_id in new:
+        job = _wait_job(loop, job_id, seconds=400)
+        assert job.is_finished, job.latest_result().exc_string

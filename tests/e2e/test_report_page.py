@@ -36,7 +36,9 @@ def demo(stack):
 
     ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
     # The demo's tweets under a title of its own: the stack is shared, and test_compose creates "the" demo.
-    pid = setup_demo(ls, stack.backend_url, title="report e2e: demo tweets").project
+    pid = setup_demo(
+        ls, stack.backend_url, title="report e2e: demo tweets", webhook_secret=stack.webhook_secret
+    ).project
     log = lambda: (stack.folder / "worker.log").read_text()[-4000:]  # noqa: E731
     _wait(lambda: ls.projects.get(id=pid).model_version == f"project{pid}-v1", 600, "no first version", log)
     unlabeled = [t.id for t in ls.tasks.list(project=pid, fields="all", page_size=1000) if not t.total_annotations]
