@@ -31,6 +31,13 @@ LATENCY = Histogram(
 PREDICTIONS = Counter("ml_backend_predictions_total", "Pre-annotations served", ["model_version"])
 TASKS_WITHOUT_PREDICTION = Counter("ml_backend_tasks_without_prediction_total", "Tasks answered with an empty slot")
 WEBHOOKS = Counter("ml_backend_webhooks_total", "Webhook events and what the loop decided", ["action", "decision"])
+DEGRADED = Gauge(
+    "ml_backend_degraded",
+    "1 while a project is served by another version than the one its CURRENT names (that one is missing or does "
+    "not load)",
+    ["project"],
+    multiprocess_mode="livemax",
+)
 MODEL_VERSION = Gauge(
     "ml_backend_model_version",
     "1 for the model version a worker serves",

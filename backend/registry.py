@@ -113,13 +113,19 @@ class Registry:
     def _scope_dir(self, scope: str) -> Path:
         return self.root / scope
 
-    def current(self, scope: str) -> Version | None:
+    def current_name(self, scope: str) -> str | None:
+        """What CURRENT names (None: no CURRENT), whether or not that version exists."""
         try:
-            name = (self._scope_dir(scope) / "CURRENT").read_text().strip()
+            return (self._scope_dir(scope) / "CURRENT").read_text().strip() or None
         except FileNotFoundError:
             return None
+
+    def current(self, scope: str) -> Version | None:
+        name = self.current_name(scope)
+        if name is None or not VERSION_NAME.match(name):
+            return None
         path = self._scope_dir(scope) / "versions" / name
-        return Version(scope, name, path) if name and path.is_dir() else None
+        return Version(scope, name, path) if path.is_dir() else None
 
     def resolve(self, project: str | int | None) -> Version | None:
         """The version serving a project: its own, else the default one, else None (nothing trained)."""
@@ -221,8 +227,9 @@ class Registry:
         return [v.name for v in old]
 
     def set_current(self, scope: str, name: str) -> None:
-        if not (self._scope_dir(scope) / "versions" / name).is_dir():
-            raise FileNotFoundError(f"no version {name!r} in scope {scope!r}")
+        # Only a name the registry lists: never a path ("../x", "/tmp") that happens to be a folder.
+        if name not in {v.name for v in self.versions(scope)} or not VERSION_NAME.match(name):
+            raise FileNotFoundError(f"no version {name!r} in scope {scope!r}; `versions` lists them")
         _write_atomic(self._scope_dir(scope) / "CURRENT", name + "\n")
 
 

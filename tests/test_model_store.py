@@ -8,6 +8,7 @@ import pytest
 from backend.model_store import ModelStore
 from backend.models.loader import load_version
 from backend.registry import METADATA, Registry
+from tests.helpers import LABEL_CONFIG
 
 
 def _copy_version(trained_model_dir, model_dir, scope="default"):
@@ -49,3 +50,65 @@ def test_versions_without_a_kind_load_as_transformers_and_unknown_kinds_are_refu
     (version.path / METADATA).write_text(json.dumps({**meta, "kind": "quantum"}))
     with pytest.raises(ValueError, match="kind 'quantum'"):
         load_version(version, settings)
+
+
+def _linear_versions(model_dir, scope, n):
+    from backend.models.training import train_version
+    from backend.settings import Settings
+    from tests.helpers import CONFIG, read_demo
+
+    rows = read_demo("tweets_labeled.csv")
+    settings = Settings(model_dir=model_dir)
+    for _ in range(n):
+        train_version(
+            [r["text"] for r in rows],
+            [r["label"] for r in rows],
+            CONFIG.classes,
+            kinds=["linear"],
+            settings=settings,
+            registry=Registry(model_dir),
+            scope=scope,
+        )
+    return Registry(model_dir)
+
+
+def test_a_version_that_does_not_load_never_breaks_serving(settings, tmp_path):
+    """Truncated weights in the version CURRENT names made every /predict a 500 while /health said UP."""
+    from backend.api import create_app
+
+    registry = _linear_versions(tmp_path, "4", 2)
+    (registry.current("4").path / "linear.npz").write_bytes(b"PK\x03\x04 truncated")
+    app = create_app(settings.model_copy(update={"model_dir": tmp_path}))
+    client = app.test_client()
+    body = {"tasks": [{"data": {"text": "Fuera los extranjeros"}}], "label_config": LABEL_CONFIG, "project": "4"}
+    answer = client.post("/predict", json=body)
+    assert answer.status_code == 200 and answer.json["model_version"] == "project4-v1"
+    assert answer.json["results"][0]["model_version"] == "project4-v1"
+    health = client.get("/health").json
+    assert health["status"] == "DEGRADED" and "project4-v2, which does not load" in health["degraded"]["4"]
+    assert 'ml_backend_degraded{project="4"} 1.0' in client.get("/metrics").get_data(as_text=True)
+    assert client.post("/setup", json={"schema": LABEL_CONFIG, "project": "4"}).json["model_version"] == "project4-v1"
+    # A rollback to the version that loads ends the degraded state.
+    registry.set_current("4", "project4-v1")
+    client.post("/predict", json=body)
+    assert client.get("/health").json["status"] == "UP"
+
+
+def test_current_naming_a_deleted_version_serves_the_newest_one_left(settings, tmp_path):
+    """It served the default model, silently."""
+    registry = _linear_versions(tmp_path, "4", 2)
+    _linear_versions(tmp_path, "default", 1)
+    shutil.rmtree(registry.current("4").path)
+    store = ModelStore(settings.model_copy(update={"model_dir": tmp_path}))
+    assert store.get("4").version == "project4-v1"
+    assert "names project4-v2, which is not in the registry" in store.degraded["4"]
+    # A project with no version of its own is served the default one, and that is not degraded.
+    assert store.get("9").version == "default-v1" and "9" not in store.degraded
+
+
+def test_rollback_accepts_only_names_the_registry_lists(tmp_path):
+    registry = _linear_versions(tmp_path, "4", 1)
+    for name in ("../4", "..", "/tmp", "project4-v9", "versions/../project4-v1"):
+        with pytest.raises(FileNotFoundError, match="`versions` lists them"):
+            registry.set_current("4", name)
+    registry.set_current("4", "project4-v1")
