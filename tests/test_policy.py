@@ -221,3 +221,16 @@ def test_redis_down_answers_503_within_a_second_then_recovers(trained_model_dir,
     again = _webhook(client, "START_TRAINING")
     assert again.status_code == 200 and again.json["status"] == "queued"
     assert len(_train_jobs(Queue("test-al", connection=connect(settings)))) == 1
+
+
+def test_every_key_of_the_policy_expires(queue):
+    """Counters of forged or abandoned project ids stayed in Redis forever."""
+    loop = RetrainPolicy(queue, cadence={FAST: 3})
+    loop.on_event(424242, "ANNOTATION_CREATED")
+    loop.on_event(PROJECT, "START_TRAINING")
+    with loop.run(PROJECT, "another-job", FAST) as _:
+        loop.on_event(PROJECT, "START_TRAINING")  # during a run: a follow-up is due
+    redis = queue.connection
+    keys = [k.decode() for k in redis.keys("al:*")]
+    assert {"al:424242:fast:new", f"al:{PROJECT}:fast:queued"} <= set(keys)
+    assert all(0 < redis.ttl(k) <= 7 * 24 * 3600 for k in keys), {k: redis.ttl(k) for k in keys}

@@ -140,3 +140,14 @@ def test_each_version_records_the_uncertain_share_and_kappa_to_the_serving_one(t
     assert meta2["kappa_previous"] == round(value, 4) and -1 <= value < 1
     assert second.summary()["kappa_previous"] == meta2["kappa_previous"]
     assert [h["version"] for h in Registry(tmp_path).history("7")] == [first.name, second.name]
+
+
+def test_a_run_on_the_serving_versions_own_labels_promotes_nothing(tmp_path):
+    """Six forged Start Trainings promoted six copies and pruned every earlier version away."""
+    first = _train(tmp_path).version
+    again = _train(tmp_path, list(reversed(TEXTS)), list(reversed(LABELS)), serving=first)  # same set, any order
+    assert again.version is None and again.decision.startswith(f"kept {first.name}: it was trained on these same")
+    assert [v.name for v in Registry(tmp_path).versions("7")] == [first.name]
+    changed = list(LABELS)
+    changed[0] = "ok" if changed[0] == "xenófobo" else "xenófobo"
+    assert _train(tmp_path, TEXTS, changed, serving=first).version is not None

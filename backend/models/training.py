@@ -200,6 +200,12 @@ def train_version(
     MODEL_NAME."""
     classes, texts, labels = list(classes), list(texts), list(labels)
     counts = check_labels(labels, classes, 2)
+    fingerprint = labels_fingerprint(texts, labels)
+    unchanged = _unchanged(serving, fingerprint, kinds)
+    if unchanged:
+        # Repeated Start Trainings (or forged ones) would otherwise promote copies and prune real history away.
+        log.info(unchanged)
+        return Outcome(None, unchanged)
     split = _Split.of(texts, labels, classes)
 
     trained: list[tuple[dict, Any]] = []
@@ -251,6 +257,7 @@ def train_version(
         {
             "classes": classes,
             "labels_used": len(labels),
+            "labels_fingerprint": fingerprint,
             "label_counts": {c: counts.get(c, 0) for c in classes},
             "eval_size": len(split.eval_y),
             "selection_metric": metric,
@@ -266,6 +273,23 @@ def train_version(
     )
     log.info("%s: %s", version.name, version.metadata["decision"])
     return Outcome(version, version.metadata["decision"], candidates)
+
+
+def labels_fingerprint(texts: Sequence[str], labels: Sequence[str]) -> str:
+    """A hash of the labeled set, whatever the order of the tasks."""
+    pairs = sorted(f"{label}\x00{text}" for text, label in zip(texts, labels, strict=True))
+    return hashlib.sha256("\x01".join(pairs).encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def _unchanged(serving: Version | None, fingerprint: str, kinds: Sequence[str]) -> str | None:
+    """Why this run has nothing to learn: the serving version was trained on the very same labels by a run that
+    trained (not skipped) every kind of this one. None when there is something new."""
+    if serving is None or serving.metadata.get("labels_fingerprint") != fingerprint:
+        return None
+    trained = {c.get("kind") for c in serving.metadata.get("candidates", []) if "skipped" not in c}
+    if not set(kinds) <= trained:
+        return None
+    return f"kept {serving.name}: it was trained on these same labels by {sorted(trained)}; nothing new to learn"
 
 
 def _decision(best: dict, candidates: list[dict], metric: str) -> str:

@@ -68,24 +68,27 @@ def cadence(settings: Settings) -> dict[str, int]:
     return {FAST: settings.retrain_every, FULL: settings.transformer_every}
 
 
-# KEYS: new; ARGV: count, threshold -> 1 when the threshold is reached (and the counter restarts)
+# Every key expires: a project no one annotates any more (or ids no project has) leaves nothing behind.
+KEY_TTL_SECONDS = 7 * 24 * 3600
+# KEYS: new; ARGV: count, threshold, ttl -> 1 when the threshold is reached (and the counter restarts)
 _COUNT = """
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
 if n >= tonumber(ARGV[2]) then redis.call('DEL', KEYS[1]); return 1 end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 0
 """
-# KEYS: queued, running, rerun, new; ARGV: "<job id> <time>"
+# KEYS: queued, running, rerun, new; ARGV: "<job id> <time>", ttl
 _REQUEST = """
 redis.call('DEL', KEYS[4])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('SET', KEYS[3], '1'); return 'follow_up' end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 'queued' end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('SET', KEYS[3], '1', 'EX', ARGV[2]); return 'follow_up' end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'queued' end
 return redis.call('GET', KEYS[1])
 """
 # The winner of a request enqueues right after its SET; until then its job is not in RQ yet.
 ENQUEUE_GRACE_SECONDS = 30
-# KEYS: queued, running, rerun; ARGV: job id, lease ms -> 1 when this job may run
+# KEYS: queued, running, rerun; ARGV: job id, lease ms, ttl -> 1 when this job may run
 _BEGIN = """
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('SET', KEYS[3], '1'); return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('SET', KEYS[3], '1', 'EX', ARGV[3]); return 0 end
 local queued = redis.call('GET', KEYS[1])
 if queued and string.sub(queued, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then redis.call('DEL', KEYS[1]) end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
@@ -147,7 +150,7 @@ class RetrainPolicy:
             return Decision.IGNORED, None
         decisions = []
         for tier, every in self.cadence.items():
-            if self._count(keys=[_keys(project, tier)["new"]], args=[max(count, 1), every]):
+            if self._count(keys=[_keys(project, tier)["new"]], args=[max(count, 1), every, KEY_TTL_SECONDS]):
                 decisions.append(self.request(project, tier))
             else:
                 decisions.append((Decision.COUNTED, None))
@@ -157,7 +160,9 @@ class RetrainPolicy:
         """Ask for a training run; returns the decision and the id of the job that will see the labels."""
         k = _keys(project, tier)
         job_id = f"train-{project}-{tier}-{uuid.uuid4().hex[:12]}"
-        answer = self._request(keys=[k["queued"], k["running"], k["rerun"], k["new"]], args=[f"{job_id} {time.time()}"])
+        answer = self._request(
+            keys=[k["queued"], k["running"], k["rerun"], k["new"]], args=[f"{job_id} {time.time()}", KEY_TTL_SECONDS]
+        )
         answer = answer.decode() if isinstance(answer, bytes) else answer
         if answer == "follow_up":
             return Decision.FOLLOW_UP, None
@@ -195,7 +200,7 @@ class RetrainPolicy:
     def run(self, project: int, job_id: str, tier: str = FAST) -> Iterator[bool]:
         """Hold the project's training lease of `tier` for the block (yields False when another run holds it)."""
         k = _keys(project, tier)
-        if not self._begin(keys=[k["queued"], k["running"], k["rerun"]], args=[job_id, self.lease_ms]):
+        if not self._begin(keys=[k["queued"], k["running"], k["rerun"]], args=[job_id, self.lease_ms, KEY_TTL_SECONDS]):
             yield False
             return
         stop = threading.Event()
