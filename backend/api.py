@@ -113,6 +113,12 @@ def create_app(
         tasks = body.get("tasks")
         if not isinstance(tasks, list):
             raise BadRequest("the body needs `tasks`: a list of Label Studio tasks")
+        if len(tasks) > settings.max_tasks:
+            return _error(
+                f"{len(tasks)} tasks in one request; this backend scores at most MAX_TASKS={settings.max_tasks} "
+                "at a time (Label Studio sends every selected task at once: select fewer)",
+                413,
+            )
         config = parse_label_config(body.get("label_config") or "")
         classifier = store.get(_project(body))
         if serving["version"] != classifier.version:

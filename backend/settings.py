@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # Request limits: a body over MAX_BODY_MB answers 413; a text over MAX_TEXT_CHARS gets an empty slot.
     max_body_mb: float = Field(default=50, gt=0)
     max_text_chars: int = Field(default=10_000, ge=1)
+    # Tasks per /predict: more answers 413. Label Studio waits 100 s for an answer; 5,000 tweets take about 27 s
+    # with the transformer kind on 2 cores (docs/benchmarks.md), a fraction of a second with the linear one.
+    max_tasks: int = Field(default=5000, ge=1)
 
     host: str = "0.0.0.0"
     port: int = 9090

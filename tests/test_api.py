@@ -337,3 +337,10 @@ def test_an_open_webhook_is_warned_of(trained_model_dir, caplog):
     with caplog.at_level("WARNING", logger="backend.api"):
         create_app(Settings(model_dir=trained_model_dir, webhook_secret="", basic_auth_user="", basic_auth_pass=""))
     assert any("accepts events from anyone" in r.getMessage() for r in caplog.records)
+
+
+def test_more_tasks_than_max_tasks_is_413_naming_the_limit(trained_model_dir):
+    client = create_app(Settings(model_dir=trained_model_dir, max_tasks=3)).test_client()
+    answer = client.post("/predict", json=_predict_body(["a", "b", "c", "d"]))
+    assert answer.status_code == 413 and "MAX_TASKS=3" in answer.json["error"]
+    assert client.post("/predict", json=_predict_body(["a", "b", "c"])).status_code == 200

@@ -1,6 +1,10 @@
 """bfloat16 inference (INFERENCE_DTYPE): picked only where the CPU computes it natively, and close enough to
 float32 that the most uncertain tasks stay the most uncertain."""
 
+import contextlib
+import threading
+import time
+
 import numpy as np
 import torch
 
@@ -29,3 +33,49 @@ def test_bfloat16_scores_rank_like_float32(trained_model_dir):
     top = 20
     overlap = set(np.argsort(margin_exact)[:top]) & set(np.argsort(margin_fast)[:top])
     assert len(overlap) >= top - 2
+
+
+def test_turns_are_granted_in_the_order_they_were_asked_for():
+    from backend.models.transformer import TurnLock
+
+    turns, order, threads = TurnLock(), [], []
+
+    def take(name):
+        with turns.turn():
+            order.append(name)
+
+    with turns.turn():
+        for name in "abc":
+            asked = turns._next_ticket
+            threads.append(threading.Thread(target=take, args=(name,)))
+            threads[-1].start()
+            while turns._next_ticket == asked:  # until it holds its ticket
+                time.sleep(0.001)
+    for thread in threads:
+        thread.join(5)
+    assert order == ["a", "b", "c"]
+
+
+def test_a_small_request_is_served_between_the_batches_of_a_big_one(trained_model_dir):
+    """A one-task /predict waited 209 s behind a 20,000-task one: the model was held for a whole request."""
+    from backend.models.transformer import TurnLock
+
+    classifier = load_version(
+        Registry(trained_model_dir).current("default"), Settings(batch_size=1, inference_dtype="float32")
+    )
+    started = threading.Event()
+
+    class Watched(TurnLock):
+        @contextlib.contextmanager
+        def turn(self):
+            with super().turn():
+                yield
+            started.set()
+
+    classifier._turns = Watched()
+    big = threading.Thread(target=classifier.predict_logits, args=(pool_texts(60),))
+    big.start()
+    started.wait(30)
+    classifier.predict_logits(["una sola tarea"])
+    assert big.is_alive()  # the small one is done while the big one still has batches to go
+    big.join()

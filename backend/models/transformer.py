@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class TransformerClassifier:
     dtype: torch.dtype = torch.float32  # float32, or bfloat16 for autocast inference
     temperature: float = 1.0  # divides the logits (calibration.py), fitted on held-out labels at training
     # Threads of one server process share the model; torch already uses every core for one batch.
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _turns: TurnLock = field(default_factory=lambda: TurnLock(), repr=False)
 
     @classmethod
     def load(
@@ -107,11 +108,37 @@ class TransformerClassifier:
         order = np.argsort([len(ids) for ids in encoded], kind="stable")
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
-        with self._lock, torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast:
             for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
                 inputs = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
-                logits[batch] = self.model(**inputs).logits.float().numpy()
+                # One batch per turn, turns in arrival order: a one-task request waits for a batch of a big one,
+                # never for all of it (the model runs one batch at a time, so threads do not fight for cores).
+                with self._turns.turn():
+                    logits[batch] = self.model(**inputs).logits.float().numpy()
         return logits
+
+
+class TurnLock:
+    """A lock granted in the order it was asked for (threading.Lock lets a thread that just released it take it
+    again before a waiting one wakes up)."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._changed:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._changed.wait_for(lambda: self._serving == ticket)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._serving += 1
+                self._changed.notify_all()
 
 
 @functools.cache
