@@ -57,7 +57,7 @@ def create_app(
     if not settings.secret and not settings.basic_auth:
         log.warning(
             "WEBHOOK_SECRET and BASIC_AUTH_USER are unset: /webhook accepts events from anyone who reaches this "
-            "port (make run and docker compose set a secret; README, Security)"
+            "port (make run and docker compose set a secret; SECURITY.md)"
         )
 
     app = Flask(__name__)
