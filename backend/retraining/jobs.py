@@ -170,9 +170,10 @@ def flag_suspects(
     probs = out_of_fold_probabilities(texts, labels, classes, settings=settings, unlabeled=[t.text for t in unlabeled])
     if probs is None:
         return {"status": "too few labels"}
+    scores = suspect_scores(probs, labels, classes)
     written = 0
     try:
-        for task, score in zip(labeled, suspect_scores(probs, labels, classes), strict=True):
+        for task, score in zip(labeled, scores, strict=True):
             score = round(float(score), 2)
             old = task.data.get(SUSPECT_KEY)
             old = float(old) if isinstance(old, int | float) else None
@@ -184,7 +185,7 @@ def flag_suspects(
     except BackendError as exc:
         log.warning("project %s: suspect scores not written (%s); the next training retries", project, exc)
         return {"status": "failed", "written": written}
-    flagged = int((suspect_scores(probs, labels, classes) > 0.5).sum())
+    flagged = int((scores > 0.5).sum())
     return {"status": "written", "flagged": flagged, "written": written, "seconds": round(time.time() - started, 2)}
 
 
