@@ -4,8 +4,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import hashlib  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -14,26 +16,43 @@ from backend.models.finetune import TrainConfig  # noqa: E402
 from backend.models.training import train_version  # noqa: E402
 from backend.registry import Registry  # noqa: E402
 from backend.settings import Settings  # noqa: E402
+from backend.stack.demo import DEMO  # noqa: E402
 from backend.stack.launcher import LocalStack, label_studio_bin  # noqa: E402
 from backend.stack.processes import RedisServer, free_port  # noqa: E402
-from tests.helpers import CONFIG, read_demo  # noqa: E402
+from tests.helpers import CONFIG, ROOT, read_demo  # noqa: E402
+
+BACKEND = ROOT / "backend"
 
 
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory) -> Path:
-    """MODEL_DIR holding one default transformer version fine-tuned briefly on the demo tweets (real training)."""
+    """MODEL_DIR holding one default transformer version fine-tuned briefly on the demo tweets (real training).
+
+    The fine-tuning (about 9 s of `make check`) is kept in .pytest_cache/, keyed by a hash of the backend's
+    code and the demo tweets, and copied into a fresh folder each session: any change to either trains anew."""
+    source = hashlib.sha256()
+    for path in sorted([*BACKEND.rglob("*.py"), *DEMO.glob("*.csv")]):
+        source.update(path.read_bytes())
+    cache = ROOT / ".pytest_cache" / f"trained-model-{source.hexdigest()[:16]}"
+    if not (cache / "default" / "CURRENT").exists():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=".building-", dir=cache.parent))
+        rows = read_demo("tweets_labeled.csv")
+        train_version(
+            [r["text"] for r in rows],
+            [r["label"] for r in rows],
+            CONFIG.classes,
+            kinds=["transformer"],
+            settings=Settings(model_dir=building),
+            registry=Registry(building),
+            scope="default",
+            train_config=TrainConfig(epochs=2, learning_rate=1e-4, min_steps=0, progress=False),
+        )
+        for stale in cache.parent.glob("trained-model-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        building.rename(cache)
     model_dir = tmp_path_factory.mktemp("models")
-    rows = read_demo("tweets_labeled.csv")
-    train_version(
-        [r["text"] for r in rows],
-        [r["label"] for r in rows],
-        CONFIG.classes,
-        kinds=["transformer"],
-        settings=Settings(model_dir=model_dir),
-        registry=Registry(model_dir),
-        scope="default",
-        train_config=TrainConfig(epochs=2, learning_rate=1e-4, min_steps=0, progress=False),
-    )
+    shutil.copytree(cache, model_dir, dirs_exist_ok=True)
     return model_dir
 
 

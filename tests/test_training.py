@@ -132,7 +132,7 @@ def test_each_version_records_the_uncertain_share_and_kappa_to_the_serving_one(t
     meta = first.metadata
     assert meta["unlabeled"] == len(pool) and meta["kappa_previous"] is None
     assert 0 <= meta["uncertain"] <= len(pool) and meta["uncertain_share"] == round(meta["uncertain"] / len(pool), 4)
-    second = _train(tmp_path, TEXTS, LABELS, unlabeled=pool[10:], serving=first).version
+    second = _train(tmp_path, TEXTS[:120], LABELS[:120], unlabeled=pool[10:], serving=first).version
     meta2 = second.metadata
     assert meta2["kappa_on"] == len(set(pool[10:]))
     # The figure is the kappa of the two stored snapshots, recomputed here from the files.
@@ -144,10 +144,11 @@ def test_each_version_records_the_uncertain_share_and_kappa_to_the_serving_one(t
 
 def test_a_run_on_the_serving_versions_own_labels_promotes_nothing(tmp_path):
     """Six forged Start Trainings promoted six copies and pruned every earlier version away."""
-    first = _train(tmp_path).version
-    again = _train(tmp_path, list(reversed(TEXTS)), list(reversed(LABELS)), serving=first)  # same set, any order
+    texts, labels = TEXTS[:60], LABELS[:60]
+    first = _train(tmp_path, texts, labels).version
+    again = _train(tmp_path, texts[::-1], labels[::-1], serving=first)  # the same set, in any order
     assert again.version is None and again.decision.startswith(f"kept {first.name}: it was trained on these same")
     assert [v.name for v in Registry(tmp_path).versions("7")] == [first.name]
-    changed = list(LABELS)
+    changed = list(labels)
     changed[0] = "ok" if changed[0] == "xenófobo" else "xenófobo"
-    assert _train(tmp_path, TEXTS, changed, serving=first).version is not None
+    assert _train(tmp_path, texts, changed, serving=first).version is not None
