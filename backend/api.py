@@ -11,7 +11,7 @@ import logging
 import time
 
 from flask import Flask, Response, g, jsonify, request, send_file
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 from werkzeug.exceptions import HTTPException
 
 from . import metrics, predictions, report
@@ -97,9 +97,15 @@ def create_app(
     @app.get("/health")
     def health():
         # Label Studio takes any 2xx JSON as healthy: DEGRADED keeps the connection and tells a person why.
+        # `instance` tells the worker that the backend a project is connected to is this one (not_connected).
+        try:
+            instance = store.registry.instance
+        except (OSError, ValueError) as exc:  # a read-only MODEL_DIR the worker has not written to yet
+            log.warning("no instance id: %s", exc)
+            instance = None
         if store.degraded:
-            return jsonify(status="DEGRADED", degraded=store.degraded, model_class="Classifier")
-        return jsonify(status="UP", model_class="Classifier", uncertainty=settings.uncertainty)
+            return jsonify(status="DEGRADED", degraded=store.degraded, model_class="Classifier", instance=instance)
+        return jsonify(status="UP", model_class="Classifier", uncertainty=settings.uncertainty, instance=instance)
 
     @app.post("/setup")
     def setup():
@@ -153,6 +159,11 @@ def create_app(
         count = min(len(annotations), 1000) if isinstance(annotations, list) and annotations else 1
         try:
             decision, job = policy.on_event(project, action, count)
+        except AuthenticationError as exc:
+            log.error(
+                "webhook %s for project %s not queued, Redis refused REDIS_URL's password: %s", action, project, exc
+            )
+            return _error("Redis refused the password in REDIS_URL: the event was not queued", 503)
         except RedisError as exc:
             log.error("webhook %s for project %s not queued, Redis unreachable: %s", action, project, exc)
             return _error(

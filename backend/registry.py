@@ -4,18 +4,27 @@
     MODEL_DIR/<scope>/CURRENT               the name of the version being served
     MODEL_DIR/<scope>/history.jsonl         the metadata of every version ever promoted, one line each: the
                                             learning curve outlives pruning
+    MODEL_DIR/<scope>/fences.json           per tier, the fencing token of the newest run that promoted
+    MODEL_DIR/INSTANCE                      this backend's instance id, the prefix of its version names
 
 A version is written under a hidden staging folder, renamed into `versions/` complete, and only then named
 in CURRENT (replaced atomically). A crash at any point leaves the previous version serving and no
 half-written version visible.
+
+Version names carry the instance id ("3f9a1c-project12-v7"): they become Label Studio's model_version, where
+two backends connected to one project (or a backend reinstalled with an empty MODEL_DIR) would otherwise both
+write "project12-v7", and the cleanup of one would delete the other's predictions. The id is made once per
+MODEL_DIR, which the server and every worker share.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -31,9 +40,11 @@ log = logging.getLogger(__name__)
 DEFAULT_SCOPE = "default"
 METADATA = "metadata.json"
 HISTORY = "history.jsonl"
-# Version names: "default-v3", "project12-v7". Label Studio stores them as predictions' model_version; only
-# names of this shape are ever deleted from a project.
-VERSION_NAME = re.compile(r"^(default|project[A-Za-z0-9_-]+)-v(\d+)$")
+INSTANCE = "INSTANCE"
+FENCES = "fences.json"
+# Version names: "3f9a1c-default-v3", "3f9a1c-project12-v7" (before instance ids: "project12-v7"). Label Studio
+# stores them as predictions' model_version; only names with this backend's instance id are deleted from a project.
+VERSION_NAME = re.compile(r"^(?:([0-9a-f]{6})-)?(default|project[A-Za-z0-9_]+)-v(\d+)$")
 STALE_STAGING_SECONDS = 3600
 PROJECT_ID = re.compile(r"[0-9]{1,18}")  # Label Studio's ids are positive integers; no Unicode digits
 # The kind of versions stored before their metadata named one.
@@ -106,9 +117,45 @@ class Version:
         }
 
 
+class Superseded(Exception):
+    """A run's fencing token is older than that of a run that already promoted: its version is not promoted."""
+
+
 class Registry:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._instance: str | None = None
+
+    @property
+    def instance(self) -> str:
+        """This MODEL_DIR's instance id (6 hex digits), made by the first process that needs it."""
+        if self._instance is None:
+            path = self.root / INSTANCE
+            try:
+                self._instance = path.read_text().strip()
+            except FileNotFoundError:
+                self.root.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".instance-", dir=self.root)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_hex(3) + "\n")
+                try:
+                    os.link(tmp, path)  # fails if another process made it first: theirs is the id
+                except FileExistsError:
+                    pass
+                finally:
+                    os.unlink(tmp)
+                self._instance = path.read_text().strip()
+            if not re.fullmatch(r"[0-9a-f]{6}", self._instance):
+                raise ValueError(f"{path} holds {self._instance[:20]!r}, not an instance id (6 hex digits)")
+        return self._instance
+
+    def ours(self, name: str) -> bool:
+        """Whether a model_version was named by this instance."""
+        match = VERSION_NAME.match(name)
+        return bool(match) and match.group(1) == self.instance  # type: ignore[union-attr]
+
+    def name_for(self, scope: str, number: int) -> str:
+        return f"{self.instance}-{DEFAULT_SCOPE if scope == DEFAULT_SCOPE else 'project' + scope}-v{number}"
 
     def _scope_dir(self, scope: str) -> Path:
         return self.root / scope
@@ -144,9 +191,40 @@ class Registry:
         return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir()) if self.root.is_dir() else []
 
     def _next_name(self, scope: str) -> str:
-        prefix = DEFAULT_SCOPE if scope == DEFAULT_SCOPE else f"project{scope}"
+        # Numbers go on from versions of any instance id (a MODEL_DIR from before ids, or copied from elsewhere).
         numbers = [_number(v.name) for v in self.versions(scope)]
-        return f"{prefix}-v{max(numbers, default=0) + 1}"
+        return self.name_for(scope, max(numbers, default=0) + 1)
+
+    def fence(self, scope: str, tier: str) -> int:
+        """A fencing token for a training run of `tier`, taken when it starts: larger than every token given
+        before in the scope. promote(fence=...) refuses a token older than one that already promoted, so a run
+        that lost its Redis lease (Redis flushed or failed over) and overlapped a newer run of the same tier
+        never promotes over it. The tokens live beside the versions, not in Redis, to outlive a flush."""
+        with self._locked(scope):
+            fences = self._fences(scope)
+            issued = fences.setdefault(tier, {"issued": 0, "promoted": 0})
+            issued["issued"] += 1
+            _write_atomic(self._scope_dir(scope) / FENCES, json.dumps(fences))
+            return issued["issued"]
+
+    def _fences(self, scope: str) -> dict:
+        try:
+            fences = json.loads((self._scope_dir(scope) / FENCES).read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return fences if isinstance(fences, dict) else {}
+
+    @contextmanager
+    def _locked(self, scope: str) -> Iterator[None]:
+        """The scope's lock, across processes (the server's and every worker's, on one MODEL_DIR)."""
+        base = self._scope_dir(scope)
+        base.mkdir(parents=True, exist_ok=True)
+        with (base / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def history(self, scope: str) -> list[dict]:
         """The metadata of every version promoted in the scope, oldest first, pruned ones included."""
@@ -164,9 +242,16 @@ class Registry:
                 entries.append(entry)
         return entries
 
-    def store(self, scope: str, classifier: Storable, metadata: dict, extras: tuple[Saves, ...] = ()) -> Version:
+    def store(
+        self,
+        scope: str,
+        classifier: Storable,
+        metadata: dict,
+        extras: tuple[Saves, ...] = (),
+        fence: tuple[str, int] | None = None,
+    ) -> Version:
         """Save a fitted classifier of any kind (and `extras`, files beside it) as the scope's next version and
-        make it CURRENT."""
+        make it CURRENT. `fence`: (tier, token) of the run, see fence(); raises Superseded."""
         with self.stage(scope) as staged:
             classifier.save(staged)
             for extra in extras:
@@ -176,7 +261,7 @@ class Registry:
                 **metadata,
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            version = self.promote(scope, staged, meta)
+            version = self.promote(scope, staged, meta, fence=fence)
         log.info("promoted %s (%s)", version.name, version.path)
         return version
 
@@ -195,8 +280,26 @@ class Registry:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def promote(self, scope: str, staged: Path, metadata: dict) -> Version:
-        """Move a complete staged folder into `versions/` under the next name and make it CURRENT."""
+    def promote(self, scope: str, staged: Path, metadata: dict, fence: tuple[str, int] | None = None) -> Version:
+        """Move a complete staged folder into `versions/` under the next name and make it CURRENT (unless
+        `fence`, the run's (tier, token), is older than the token of a run that promoted: Superseded)."""
+        with self._locked(scope):
+            if fence is not None:
+                tier, token = fence
+                fences = self._fences(scope)
+                entry = fences.setdefault(tier, {"issued": token, "promoted": 0})
+                if token < entry.get("promoted", 0):
+                    raise Superseded(
+                        f"a newer {tier} run (token {entry['promoted']}) promoted while this one (token {token}) "
+                        "trained: its lease was lost"
+                    )
+            version = self._promote(scope, staged, {**metadata, **({"fence": list(fence)} if fence else {})})
+            if fence is not None:
+                entry["promoted"] = token
+                _write_atomic(self._scope_dir(scope) / FENCES, json.dumps(fences))
+            return version
+
+    def _promote(self, scope: str, staged: Path, metadata: dict) -> Version:
         versions = self._scope_dir(scope) / "versions"
         versions.mkdir(parents=True, exist_ok=True)
         while True:
@@ -235,7 +338,7 @@ class Registry:
 
 def _number(name: str) -> int:
     match = VERSION_NAME.match(name)
-    return int(match.group(2)) if match else 0
+    return int(match.group(3)) if match else 0
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -137,7 +137,7 @@ def wait_switch(ls, project: int, workers: list, version: str | None = None, *, 
         asked = time.time()
         current = ls.projects.get(id=project).model_version or ""
         POLLS.append(time.time() - asked)
-        ours = current.startswith(f"project{project}-v") and current != since
+        ours = f"-project{project}-v" in current and current != since
         if ours and (version is None or current == version):
             return current
         if any(w.poll() is not None for w in workers):

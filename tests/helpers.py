@@ -57,3 +57,8 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def v(registry, scope: str, number: int) -> str:
+    """A version's name in `registry` ("<instance id>-project4-v1"), for assertions."""
+    return registry.name_for(scope, number)

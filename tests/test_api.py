@@ -9,10 +9,17 @@ import pytest
 from backend.api import create_app
 from backend.labelstudio.label_config import parse_label_config
 from backend.predictions import class_probabilities
+from backend.registry import DEFAULT_SCOPE, Registry
 from backend.settings import Settings
 from tests.helpers import LABEL_CONFIG, pool_texts
 
 TWEETS = pool_texts(20)
+
+
+@pytest.fixture()
+def v1(trained_model_dir):
+    """The trained default version's name (with the instance id of its MODEL_DIR)."""
+    return Registry(trained_model_dir).name_for(DEFAULT_SCOPE, 1)
 
 
 def _predict_body(texts, **extra):
@@ -26,7 +33,7 @@ def test_health_and_root(client):
         assert answer.status_code == 200 and answer.json["status"] == "UP"
 
 
-def test_setup_reports_the_served_version(client, app):
+def test_setup_reports_the_served_version(client, app, v1):
     answer = client.post(
         "/setup",
         json={
@@ -38,11 +45,11 @@ def test_setup_reports_the_served_version(client, app):
         },
     )
     assert answer.status_code == 200
-    assert answer.json["model_version"] == "default-v1"
-    assert app.extensions["model_store"].get("1").version == "default-v1"
+    assert answer.json["model_version"] == v1
+    assert app.extensions["model_store"].get("1").version == v1
 
 
-def test_predict_one_entry_per_task_with_margin_scores(client, app):
+def test_predict_one_entry_per_task_with_margin_scores(client, app, v1):
     answer = client.post("/predict", json=_predict_body(TWEETS))
     assert answer.status_code == 200
     results = answer.json["results"]
@@ -53,7 +60,7 @@ def test_predict_one_entry_per_task_with_margin_scores(client, app):
     probs = class_probabilities(classifier, config, TWEETS)
     margins = np.abs(probs[:, 0] - probs[:, 1])
     for result, p, m in zip(results, probs, margins, strict=True):
-        assert result["model_version"] == "default-v1"
+        assert result["model_version"] == v1
         assert result["score"] == pytest.approx(m, abs=1e-5)
         [region] = result["result"]
         assert region == {
@@ -62,7 +69,7 @@ def test_predict_one_entry_per_task_with_margin_scores(client, app):
             "type": "choices",
             "value": {"choices": [config.classes[int(p.argmax())]]},
         }
-    assert answer.json["model_version"] == "default-v1"
+    assert answer.json["model_version"] == v1
 
 
 def test_scores_do_not_depend_on_the_batch(client):
@@ -175,23 +182,23 @@ def test_webhook_ignores_other_actions_without_redis(client):
     assert client.post("/webhook", json={"action": "ANNOTATION_CREATED", "annotation": "x"}).status_code == 400
 
 
-def test_versions_lists_the_registry(client):
+def test_versions_lists_the_registry(client, v1):
     answer = client.get("/versions")
-    assert answer.json["versions"] == ["default-v1"] and answer.json["current"] == "default-v1"
+    assert answer.json["versions"] == [v1] and answer.json["current"] == v1
     (details,) = answer.json["details"]
-    assert details["version"] == "default-v1" and details["kind"] == "transformer"
+    assert details["version"] == v1 and details["kind"] == "transformer"
     assert details["metric"] == "f1:xenófobo" and 0 <= details["score"] <= 1
     assert details["decision"].startswith("promoted transformer")
     assert answer.json["stop"]["stop"] is False and answer.json["stop"]["window"] == 3
     assert answer.json["stop"]["sentence"].startswith("Keep labeling")
 
 
-def test_metrics_count_requests_and_predictions(client):
+def test_metrics_count_requests_and_predictions(client, v1):
     client.post("/predict", json=_predict_body(TWEETS[:2]))
     text = client.get("/metrics").get_data(as_text=True)
     assert 'ml_backend_requests_total{method="POST",route="/predict",status="200"}' in text
-    assert 'ml_backend_predictions_total{model_version="default-v1"}' in text
-    assert 'ml_backend_model_version{model_version="default-v1"} 1.0' in text
+    assert f'ml_backend_predictions_total{{model_version="{v1}"}}' in text
+    assert f'ml_backend_model_version{{model_version="{v1}"}} 1.0' in text
     assert "# TYPE ml_backend_kappa_previous gauge" in text and "# TYPE ml_backend_uncertain_share gauge" in text
 
 
@@ -292,18 +299,18 @@ def test_uncertainty_setting_changes_the_score(trained_model_dir, client):
         assert a["score"] == pytest.approx((1 + b["score"]) / 2, abs=1e-5)
 
 
-def test_a_matching_classification_checkpoint_is_served_as_is(trained_model_dir, tmp_path):
+def test_a_matching_classification_checkpoint_is_served_as_is(trained_model_dir, tmp_path, v1):
     """MODEL_NAME pointing at a fine-tuned checkpoint (like the notebook's checkpoint-5250), no MODEL_DIR versions."""
-    checkpoint = trained_model_dir / "default" / "versions" / "default-v1"
+    checkpoint = trained_model_dir / "default" / "versions" / v1
     app = create_app(Settings(model_dir=tmp_path, model_name=str(checkpoint)))
     client = app.test_client()
-    assert client.post("/setup", json={"project": "1.1", "schema": LABEL_CONFIG}).json["model_version"] == "default-v1"
+    assert client.post("/setup", json={"project": "1.1", "schema": LABEL_CONFIG}).json["model_version"] == v1
     results = client.post("/predict", json=_predict_body(TWEETS[:3])).json["results"]
-    assert all(r["model_version"] == "default-v1" and 0 <= r["score"] <= 1 for r in results)
+    assert all(r["model_version"] == v1 and 0 <= r["score"] <= 1 for r in results)
 
 
-def test_model_labels_names_generic_outputs_and_mismatch_gives_no_predictions(trained_model_dir, tmp_path):
-    checkpoint = trained_model_dir / "default" / "versions" / "default-v1"
+def test_model_labels_names_generic_outputs_and_mismatch_gives_no_predictions(trained_model_dir, tmp_path, v1):
+    checkpoint = trained_model_dir / "default" / "versions" / v1
     # Renaming the outputs to classes the project does not have: nothing may be presented as a prediction.
     app = create_app(Settings(model_dir=tmp_path, model_name=str(checkpoint), model_labels="pos,neg"))
     assert app.extensions["model_store"].get(None).labels == ("pos", "neg")

@@ -10,7 +10,7 @@ from backend.models.finetune import TrainConfig
 from backend.models.training import Outcome
 from backend.registry import Registry
 from backend.settings import Settings
-from tests.helpers import DEMO, ROOT
+from tests.helpers import DEMO, ROOT, v
 
 
 def _fails(args, capsys) -> str:
@@ -72,22 +72,32 @@ def test_rollback_serves_an_earlier_version(tmp_path):
         registry.store("4", _Stub(), {})
     env = {"MODEL_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
-        [sys.executable, "-m", "backend", "rollback", "--project", "4", "--to", "project4-v1", "--no-rescore"],
+        [
+            sys.executable,
+            "-m",
+            "backend",
+            "rollback",
+            "--project",
+            "4",
+            "--to",
+            v(registry, "4", 1),
+            "--no-rescore",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert registry.current("4").name == "project4-v1"
+    assert registry.current("4").name == v(registry, "4", 1)
     missing = subprocess.run(
-        [sys.executable, "-m", "backend", "rollback", "--project", "4", "--to", "project4-v9"],
+        [sys.executable, "-m", "backend", "rollback", "--project", "4", "--to", v(registry, "4", 9)],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
     )
-    assert missing.returncode == 1 and "no version 'project4-v9'" in missing.stderr
+    assert missing.returncode == 1 and f"no version '{v(registry, '4', 9)}'" in missing.stderr
 
 
 def test_versions_shows_kappa_uncertain_share_and_the_stop_signal(tmp_path, monkeypatch, capsys):

@@ -8,6 +8,7 @@ from backend.registry import Registry
 from backend.retraining.policy import RetrainPolicy
 from backend.settings import Settings
 from backend.stack.processes import free_port
+from tests.helpers import LABEL_CONFIG
 
 
 def test_label_studio_unreachable_fails_the_job_visibly_without_promoting(tmp_path, redis_server, monkeypatch):
@@ -29,7 +30,7 @@ def test_label_studio_unreachable_fails_the_job_visibly_without_promoting(tmp_pa
 
     job = Job.fetch(job_id, connection=trainings.redis)
     assert job.get_status() == JobStatus.FAILED
-    assert "unreachable for reading the project after 3 attempts" in job.latest_result().exc_string
+    assert "unreachable for listing ML backends after 3 attempts" in job.latest_result().exc_string
     assert job.meta["stage"] == "reading labels"
     assert Registry(settings.model_dir).scopes() == []
     # The run's lease is released: the next request queues a new run at once.
@@ -66,3 +67,51 @@ def test_a_transformer_warm_starts_from_the_newest_transformer_whatever_serves(t
     assert _warm_start(registry, "3", ["ok", "spam"], Settings()) is None
     assert _warm_start(registry, "3", ["ok", "xenófobo"], Settings(warm_start=False)) is None
     assert _warm_start(registry, "4", ["ok", "xenófobo"], Settings()) is None  # nothing of its own, no default
+
+
+def test_failed_chunks_are_retried_and_never_hold_back_the_switch(tmp_path, redis_server, monkeypatch):
+    """A chunk that keeps failing (here: a version whose weights do not load) is retried, then fails; the final
+    job runs anyway and counts it (it then fails too, on the absent Label Studio, which is what it reaches next)."""
+    from rq import Queue
+
+    from backend.retraining import jobs
+
+    class Broken:
+        kind = "linear"
+
+        def save(self, folder):
+            (folder / "linear.npz").write_bytes(b"not a model")
+
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "token")
+    monkeypatch.setenv("LABEL_STUDIO_ATTEMPTS", "1")
+    version = Registry(tmp_path / "models").store("1", Broken(), {"classes": ["ok", "xenófobo"]}).name
+    queue = Queue("chunks-test", connection=Redis.from_url(redis_server.url))
+    tasks = [jobs.Task(i, f"tweet {i}") for i in range(4)]
+    assert jobs.enqueue_rescoring(1, version, Settings(rescore_chunk=2), queue, xml=LABEL_CONFIG, tasks=tasks) == 2
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+
+    chunks = [Job.fetch(i, connection=queue.connection) for i in queue.failed_job_registry.get_job_ids()]
+    final = [j for j in chunks if j.func_name.endswith("finish_rescoring")]
+    chunks = [j for j in chunks if j.func_name.endswith("score_chunk")]
+    assert len(chunks) == 2 and all(j.retries_left == 0 for j in chunks)
+    assert len(final) == 1 and final[0].meta["failed_chunks"] == 2
+    assert "listing model versions" in final[0].latest_result().exc_string
+
+
+def test_a_re_scoring_already_under_way_is_not_enqueued_twice(tmp_path, redis_server):
+    """Two rollbacks to one version (or a run finding Label Studio not switched yet while the switch is queued)
+    would write every prediction twice."""
+    from rq import Queue
+
+    from backend.retraining import jobs
+
+    queue = Queue("twice-test", connection=Redis.from_url(redis_server.url))
+    tasks = [jobs.Task(i, f"tweet {i}") for i in range(4)]
+    settings = Settings(rescore_chunk=2, model_dir=tmp_path)
+    assert jobs.enqueue_rescoring(1, "abc123-project1-v2", settings, queue, xml=LABEL_CONFIG, tasks=tasks) == 2
+    assert jobs.switch_pending(queue, 1, "abc123-project1-v2")
+    assert jobs.enqueue_rescoring(1, "abc123-project1-v2", settings, queue, xml=LABEL_CONFIG, tasks=tasks) == 0
+    assert len(queue) == 2  # the two chunks; the final job waits for them
+    assert jobs.enqueue_rescoring(1, "abc123-project1-v3", settings, queue, xml=LABEL_CONFIG, tasks=tasks) == 2

@@ -8,7 +8,7 @@ import pytest
 from backend.model_store import ModelStore
 from backend.models.loader import load_version
 from backend.registry import METADATA, Registry
-from tests.helpers import LABEL_CONFIG
+from tests.helpers import LABEL_CONFIG, v
 
 
 def _copy_version(trained_model_dir, model_dir, scope="default"):
@@ -25,18 +25,18 @@ def _copy_version(trained_model_dir, model_dir, scope="default"):
 def test_a_promotion_is_served_on_the_next_request(settings, trained_model_dir, tmp_path):
     registry = _copy_version(trained_model_dir, tmp_path)
     store = ModelStore(settings.model_copy(update={"model_dir": tmp_path}))
-    assert store.get("3.1700000000").version == "default-v2"
-    registry.set_current("default", "default-v1")  # what a rollback (or another process's promotion) does
-    assert store.version_for("3") == "default-v1" and store.get("3").version == "default-v1"
+    assert store.get("3.1700000000").version == v(registry, "default", 2)
+    registry.set_current("default", v(registry, "default", 1))  # what a rollback (or another process's promotion) does
+    assert store.version_for("3") == v(registry, "default", 1) and store.get("3").version == v(registry, "default", 1)
     # The replaced version is dropped from memory: one loaded version per scope.
-    assert [key.name for key in store._loaded if not isinstance(key, str)] == ["default-v1"]
+    assert [key.name for key in store._loaded if not isinstance(key, str)] == [v(registry, "default", 1)]
 
 
 def test_a_project_with_its_own_versions_is_served_them(settings, trained_model_dir, tmp_path):
     _copy_version(trained_model_dir, tmp_path)
-    _copy_version(trained_model_dir, tmp_path, scope="5")
+    registry = _copy_version(trained_model_dir, tmp_path, scope="5")
     store = ModelStore(settings.model_copy(update={"model_dir": tmp_path}))
-    assert store.get("5").version == "project5-v2" and store.get("6").version == "default-v2"
+    assert store.get("5").version == v(registry, "5", 2) and store.get("6").version == v(registry, "default", 2)
 
 
 def test_versions_without_a_kind_load_as_transformers_and_unknown_kinds_are_refused(
@@ -82,14 +82,16 @@ def test_a_version_that_does_not_load_never_breaks_serving(settings, tmp_path):
     client = app.test_client()
     body = {"tasks": [{"data": {"text": "Fuera los extranjeros"}}], "label_config": LABEL_CONFIG, "project": "4"}
     answer = client.post("/predict", json=body)
-    assert answer.status_code == 200 and answer.json["model_version"] == "project4-v1"
-    assert answer.json["results"][0]["model_version"] == "project4-v1"
+    assert answer.status_code == 200 and answer.json["model_version"] == v(registry, "4", 1)
+    assert answer.json["results"][0]["model_version"] == v(registry, "4", 1)
     health = client.get("/health").json
     assert health["status"] == "DEGRADED" and "project4-v2, which does not load" in health["degraded"]["4"]
     assert 'ml_backend_degraded{project="4"} 1.0' in client.get("/metrics").get_data(as_text=True)
-    assert client.post("/setup", json={"schema": LABEL_CONFIG, "project": "4"}).json["model_version"] == "project4-v1"
+    assert client.post("/setup", json={"schema": LABEL_CONFIG, "project": "4"}).json["model_version"] == v(
+        registry, "4", 1
+    )
     # A rollback to the version that loads ends the degraded state.
-    registry.set_current("4", "project4-v1")
+    registry.set_current("4", v(registry, "4", 1))
     client.post("/predict", json=body)
     assert client.get("/health").json["status"] == "UP"
 
@@ -100,15 +102,15 @@ def test_current_naming_a_deleted_version_serves_the_newest_one_left(settings, t
     _linear_versions(tmp_path, "default", 1)
     shutil.rmtree(registry.current("4").path)
     store = ModelStore(settings.model_copy(update={"model_dir": tmp_path}))
-    assert store.get("4").version == "project4-v1"
-    assert "names project4-v2, which is not in the registry" in store.degraded["4"]
+    assert store.get("4").version == v(registry, "4", 1)
+    assert f"names {v(registry, '4', 2)}, which is not in the registry" in store.degraded["4"]
     # A project with no version of its own is served the default one, and that is not degraded.
-    assert store.get("9").version == "default-v1" and "9" not in store.degraded
+    assert store.get("9").version == v(registry, "default", 1) and "9" not in store.degraded
 
 
 def test_rollback_accepts_only_names_the_registry_lists(tmp_path):
     registry = _linear_versions(tmp_path, "4", 1)
-    for name in ("../4", "..", "/tmp", "project4-v9", "versions/../project4-v1"):
+    for name in ("../4", "..", "/tmp", v(registry, "4", 9), "versions/../project4-v1"):
         with pytest.raises(FileNotFoundError, match="`versions` lists them"):
             registry.set_current("4", name)
-    registry.set_current("4", "project4-v1")
+    registry.set_current("4", v(registry, "4", 1))

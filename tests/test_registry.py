@@ -1,6 +1,7 @@
 import pytest
 
 from backend.registry import DEFAULT_SCOPE, Registry, scope_of
+from tests.helpers import v
 
 
 def _stage_and_promote(registry, scope, content="w"):
@@ -14,20 +15,23 @@ def test_promote_names_versions_in_order_and_moves_current(tmp_path):
     assert registry.current(DEFAULT_SCOPE) is None and registry.resolve("3.1700000000") is None
     v1 = _stage_and_promote(registry, DEFAULT_SCOPE)
     v2 = _stage_and_promote(registry, DEFAULT_SCOPE)
-    assert (v1.name, v2.name) == ("default-v1", "default-v2")
-    assert registry.current(DEFAULT_SCOPE).name == "default-v2"
-    assert v2.metadata["labels_used"] == 3 and v2.metadata["version"] == "default-v2"
-    assert [v.name for v in registry.versions(DEFAULT_SCOPE)] == ["default-v1", "default-v2"]
+    assert (v1.name, v2.name) == (v(registry, "default", 1), v(registry, "default", 2))
+    assert registry.current(DEFAULT_SCOPE).name == v(registry, "default", 2)
+    assert v2.metadata["labels_used"] == 3 and v2.metadata["version"] == v(registry, "default", 2)
+    assert [v.name for v in registry.versions(DEFAULT_SCOPE)] == [
+        v(registry, "default", 1),
+        v(registry, "default", 2),
+    ]
 
 
 def test_project_falls_back_to_default_until_it_has_its_own(tmp_path):
     registry = Registry(tmp_path)
     _stage_and_promote(registry, DEFAULT_SCOPE)
-    assert registry.resolve("7.1700000000").name == "default-v1"
+    assert registry.resolve("7.1700000000").name == v(registry, "default", 1)
     own = _stage_and_promote(registry, "7")
-    assert own.name == "project7-v1"
-    assert registry.resolve("7.1700000000").name == "project7-v1"
-    assert registry.resolve("8").name == "default-v1"
+    assert own.name == v(registry, "7", 1)
+    assert registry.resolve("7.1700000000").name == v(registry, "7", 1)
+    assert registry.resolve("8").name == v(registry, "default", 1)
 
 
 def test_failed_training_leaves_nothing_visible(tmp_path):
@@ -37,7 +41,7 @@ def test_failed_training_leaves_nothing_visible(tmp_path):
         (staged / "half.bin").write_text("partial")
         raise RuntimeError("killed mid-write")
     assert registry.current(DEFAULT_SCOPE) == v1
-    assert [v.name for v in registry.versions(DEFAULT_SCOPE)] == ["default-v1"]
+    assert [v.name for v in registry.versions(DEFAULT_SCOPE)] == [v(registry, "default", 1)]
     assert not list((tmp_path / DEFAULT_SCOPE).glob(".staging-*"))
 
 
@@ -55,10 +59,14 @@ def test_prune_keeps_the_newest_and_never_the_serving_version(tmp_path):
     registry = Registry(tmp_path)
     for _ in range(5):
         _stage_and_promote(registry, "3")
-    registry.set_current("3", "project3-v1")  # a rollback to the oldest
-    assert registry.prune("3", keep=2) == ["project3-v2", "project3-v3"]
-    assert [v.name for v in registry.versions("3")] == ["project3-v1", "project3-v4", "project3-v5"]
-    assert registry.current("3").name == "project3-v1"
+    registry.set_current("3", v(registry, "3", 1))  # a rollback to the oldest
+    assert registry.prune("3", keep=2) == [v(registry, "3", 2), v(registry, "3", 3)]
+    assert [v.name for v in registry.versions("3")] == [
+        v(registry, "3", 1),
+        v(registry, "3", 4),
+        v(registry, "3", 5),
+    ]
+    assert registry.current("3").name == v(registry, "3", 1)
 
 
 def test_stale_staging_left_by_a_killed_process_is_cleaned_and_never_listed(tmp_path):
@@ -73,7 +81,7 @@ def test_stale_staging_left_by_a_killed_process_is_cleaned_and_never_listed(tmp_
     os.utime(stale, (old, old))
     fresh = tmp_path / "3" / ".staging-running"
     fresh.mkdir()
-    assert [v.name for v in registry.versions("3")] == ["project3-v1"]
+    assert [v.name for v in registry.versions("3")] == [v(registry, "3", 1)]
     _stage_and_promote(registry, "3")
     assert not stale.exists() and fresh.exists()
 
@@ -83,11 +91,49 @@ def test_history_keeps_every_promoted_version_after_pruning(tmp_path):
     for _ in range(4):
         _stage_and_promote(registry, "5")
     registry.prune("5", keep=1)
-    assert [v.name for v in registry.versions("5")] == ["project5-v4"]
+    assert [v.name for v in registry.versions("5")] == [v(registry, "5", 4)]
     history = registry.history("5")
-    assert [h["version"] for h in history] == [f"project5-v{i}" for i in range(1, 5)]
+    assert [h["version"] for h in history] == [v(registry, "5", i) for i in range(1, 5)]
     assert all(h["labels_used"] == 3 for h in history)
     # A line cut short by a crash mid-append is skipped, not fatal.
     with (tmp_path / "5" / "history.jsonl").open("a") as handle:
         handle.write('{"version": "project5-v5", "lab')
     assert len(registry.history("5")) == 4 and registry.history("6") == []
+
+
+def test_version_names_carry_the_instance_id_of_their_model_dir(tmp_path):
+    registry = Registry(tmp_path)
+    first = _stage_and_promote(registry, "3")
+    instance = (tmp_path / "INSTANCE").read_text().strip()
+    assert first.name == f"{instance}-project3-v1" and len(instance) == 6
+    # Every process on the same MODEL_DIR (the server, each worker) shares the id; another MODEL_DIR has its own.
+    assert Registry(tmp_path).instance == instance and Registry(tmp_path / "other").instance != instance
+    assert registry.ours(first.name) and not registry.ours(Registry(tmp_path / "other").name_for("3", 1))
+    # Names from before instance ids still load and count, but are not ours to delete from Label Studio.
+    legacy = tmp_path / "3" / "versions" / "project3-v4"
+    legacy.mkdir()
+    assert [v.name for v in registry.versions("3")] == [first.name, "project3-v4"]
+    assert not registry.ours("project3-v4") and not registry.ours("someone-elses-v1")
+    assert _stage_and_promote(registry, "3").name == f"{instance}-project3-v5"
+
+
+def test_a_run_that_lost_its_lease_never_promotes_over_a_newer_run(tmp_path):
+    from backend.registry import Superseded
+
+    registry = Registry(tmp_path)
+    old_run, new_run = registry.fence("3", "full"), registry.fence("3", "full")
+    assert new_run > old_run
+    with registry.stage("3") as staged:
+        (staged / "weights.bin").write_text("newer labels")
+        newer = registry.promote("3", staged, {}, fence=("full", new_run))
+    with pytest.raises(Superseded, match="lease was lost"), registry.stage("3") as staged:
+        (staged / "weights.bin").write_text("older labels")
+        registry.promote("3", staged, {}, fence=("full", old_run))
+    assert registry.current("3") == newer and [v.name for v in registry.versions("3")] == [newer.name]
+    # Tokens are per tier: a fast run overlapping a full one is by design, and still promotes.
+    fast = registry.fence("3", "fast")
+    with registry.stage("3") as staged:
+        (staged / "weights.bin").write_text("fast")
+        assert registry.promote("3", staged, {}, fence=("fast", fast)).metadata["fence"] == ["fast", fast]
+    # The tokens live in MODEL_DIR, not in Redis: a flushed Redis does not reset them.
+    assert Registry(tmp_path).fence("3", "full") == new_run + 1

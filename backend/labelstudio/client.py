@@ -20,7 +20,6 @@ from label_studio_sdk.core.api_error import ApiError
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ..errors import BackendError, LabelStudioUnavailable, UnknownProject
-from ..registry import VERSION_NAME
 from ..text import valid_text
 from .label_config import LabelConfig
 
@@ -37,6 +36,14 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, httpx.TransportError):
         return True
     return isinstance(exc, ApiError) and (exc.status_code or 0) in (429, 500, 502, 503, 504)
+
+
+def _brief(exc: BaseException | None) -> str:
+    """An error in one line: Label Studio's 5xx pages are kilobytes of HTML."""
+    if isinstance(exc, ApiError):
+        body = " ".join(str(exc.body).split())
+        return f"status {exc.status_code}: {body[:200]}{'...' if len(body) > 200 else ''}"
+    return str(exc)[:500]
 
 
 def _filter(operator: str, value: int) -> str:
@@ -83,9 +90,8 @@ class LabelStudioClient:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         def log_retry(state):
-            log.warning(
-                "Label Studio %s: %s (attempt %d), retrying", what, state.outcome.exception(), state.attempt_number
-            )
+            problem = _brief(state.outcome.exception())
+            log.warning("Label Studio %s: %s (attempt %d), retrying", what, problem, state.attempt_number)
 
         try:
             retrying = Retrying(
@@ -97,9 +103,10 @@ class LabelStudioClient:
             return retrying(fn)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
+            state = f"answered {cause.status_code}" if isinstance(cause, ApiError) else "unreachable"
             raise LabelStudioUnavailable(
-                f"Label Studio at {self.url} unreachable for {what} after "
-                f"{exc.last_attempt.attempt_number} attempts: {cause}"
+                f"Label Studio at {self.url} {state} for {what} after "
+                f"{exc.last_attempt.attempt_number} attempts: {_brief(cause)}"
             ) from cause
 
     def label_config(self, project: int) -> str:
@@ -154,15 +161,19 @@ class LabelStudioClient:
         """Replace a task's data (Label Studio replaces it whole: pass every key, changed or not)."""
         self._call("updating a task", lambda: self.ls.tasks.update(id=str(task), data=data))
 
+    def model_version(self, project: int) -> str:
+        """The project's model_version: the version whose predictions Label Studio orders the queue by."""
+        return self._call("reading the project", lambda: self.ls.projects.get(id=project).model_version or "")
+
     def set_model_version(self, project: int, version: str) -> None:
         self._call("setting the model version", lambda: self.ls.projects.update(id=project, model_version=version))
 
     def model_versions(self, project: int) -> dict[str, int]:
         return self._call("listing model versions", lambda: model_version_counts(self.ls, project))
 
-    def our_old_versions(self, project: int, serving: str) -> list[str]:
-        """Model versions with predictions in the project that this backend named, other than `serving`."""
-        return [v for v in self.model_versions(project) if v != serving and VERSION_NAME.match(v)]
+    def ml_backend_urls(self, project: int) -> list[str]:
+        """The URLs of the ML backends connected to the project."""
+        return self._call("listing ML backends", lambda: [m.url for m in self.ls.ml.list(project=project) if m.url])
 
     def delete_predictions(self, project: int, version: str) -> None:
         def delete():

@@ -193,11 +193,12 @@ def train_version(
     serving: Version | None = None,
     train_config: TrainConfig | None = None,
     callbacks: Sequence = (),
+    fence: tuple[str, int] | None = None,
 ) -> Outcome:
     """Train every kind in `kinds` on (texts, labels), keep the best (against `serving` too, when its kind is
     not retrained here), store and promote it. `unlabeled`: the project's other texts (n-gram vocabulary, and
     the prevalence that names the rarest class); `warm_from`: a transformer version to fine-tune from instead of
-    MODEL_NAME."""
+    MODEL_NAME; `fence`: the run's (tier, token) from Registry.fence (raises registry.Superseded)."""
     classes, texts, labels = list(classes), list(texts), list(labels)
     counts = check_labels(labels, classes, 2)
     fingerprint = labels_fingerprint(texts, labels)
@@ -270,6 +271,7 @@ def train_version(
             **snapshot.figures(_snapshot_of(serving, classes), settings.uncertain_margin),
         },
         extras=(snapshot,),
+        fence=fence,
     )
     log.info("%s: %s", version.name, version.metadata["decision"])
     return Outcome(version, version.metadata["decision"], candidates)

@@ -4,8 +4,9 @@
                                              best -> re-score: a fast kind in this job (rescore_now), a
                                              transformer in chunk jobs that more workers share
     score_chunk(project, version, tasks)     one chunk of unlabeled tasks -> predictions of `version`, in bulk
-    finish_rescoring(project, version)       after every chunk: the project's model_version -> `version`,
-                                             predictions of older versions of ours deleted
+    finish_rescoring(project, version)       after every chunk, failed ones included: the project's
+                                             model_version -> `version`, predictions of older versions of ours
+                                             deleted (kept when a chunk failed, so no task loses its score)
 
 A job reads its configuration from the environment (Settings) like the server, so the worker and the server
 agree on MODEL_DIR, REDIS_URL and LABEL_STUDIO_URL. A worker killed at any point leaves the previous version
@@ -21,8 +22,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 import torch
-from rq import Queue, get_current_job
+from rq import Queue, Retry, get_current_job
+from rq.exceptions import NoSuchJobError
+from rq.job import Dependency, Job, JobStatus
 from transformers import TrainerCallback
 
 from ..errors import BackendError
@@ -34,7 +38,7 @@ from ..models.loader import load_version
 from ..models.training import train_version
 from ..models.transformer import TransformerClassifier
 from ..predictions import NO_PREDICTION, predict_tasks
-from ..registry import DEFAULT_SCOPE, Registry, Version, scope_of
+from ..registry import DEFAULT_SCOPE, Registry, Superseded, Version, scope_of
 from ..settings import FAST_KINDS, Settings
 from ..stopping import StopSignal
 from ..suspects import out_of_fold_probabilities, suspect_scores
@@ -44,6 +48,10 @@ log = logging.getLogger(__name__)
 
 # A task's suspect score is rewritten when it moves by this much (or crosses 0.5): fewer writes, same ranking.
 SUSPECT_STEP = 0.05
+# A chunk job that fails (Label Studio down past the client's own retries, a worker killed) is queued again this
+# many times, then counts as failed; the switch runs either way (finish_rescoring). At once, not after a delay:
+# delayed retries need RQ's scheduler, which the workers do not run.
+CHUNK_RETRIES = 2
 
 
 def _progress(**meta) -> None:
@@ -87,6 +95,16 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
     started = time.time()
     _progress(stage="reading labels", tier=tier)
     client = LabelStudioClient.from_settings(settings)
+    registry = Registry(settings.model_dir)
+    scope = scope_of(project)
+    problem = not_connected(client, project, registry.instance)
+    if problem:
+        # A webhook names any project id; only projects that use this backend get trained and written to.
+        log.warning("project %s: not trained: %s", project, problem)
+        _progress(stage="not connected")
+        return {"status": "not_connected", "tier": tier, "reason": problem}
+    # Taken before the labels are read: a run with a newer token has read newer labels.
+    fence = (tier, registry.fence(scope, tier))
     xml = client.label_config(project)
     config = parse_label_config(xml)
     labeled = client.labeled_tasks(project, config)
@@ -104,26 +122,30 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
     unlabeled = client.unlabeled(project, config)
     read_seconds = time.time() - started
 
-    registry = Registry(settings.model_dir)
-    scope = scope_of(project)
     # The project's own version: the default scope's (which serves projects without one) was measured on other
     # labels, so its figure says nothing here.
     serving = registry.current(scope)
     kinds = (settings.fast_kinds or settings.kinds) if tier == FAST else settings.kinds
     _progress(stage="training", labels=len(labels), kinds=kinds)
-    outcome = train_version(
-        texts,
-        labels,
-        config.classes,
-        kinds=kinds,
-        settings=settings,
-        registry=registry,
-        scope=scope,
-        unlabeled=[t.text for t in unlabeled],
-        warm_from=_warm_start(registry, scope, config.classes, settings),
-        serving=serving,
-        callbacks=[_JobProgress()],
-    )
+    try:
+        outcome = train_version(
+            texts,
+            labels,
+            config.classes,
+            kinds=kinds,
+            settings=settings,
+            registry=registry,
+            scope=scope,
+            unlabeled=[t.text for t in unlabeled],
+            warm_from=_warm_start(registry, scope, config.classes, settings),
+            serving=serving,
+            callbacks=[_JobProgress()],
+            fence=fence,
+        )
+    except Superseded as exc:
+        log.warning("project %s: nothing promoted: %s", project, exc)
+        _progress(stage="superseded")
+        return {"status": "superseded", "tier": tier, "reason": str(exc), "labels": len(labels)}
     result: dict[str, Any] = {
         "status": "kept" if outcome.version is None else "promoted",
         "tier": tier,
@@ -147,6 +169,20 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
                 project, version.name, settings, queue, xml=xml, tasks=unlabeled
             )
         _progress(stage="promoted", version=version.name, labels=len(labels))
+    elif (
+        serving is not None
+        and client.model_version(project) != serving.name
+        and not switch_pending(queue, project, serving.name)
+    ):
+        # The serving version never reached Label Studio (its re-scoring failed, or a rollback did not re-score):
+        # a run with nothing new to promote finishes that job, or the queue would stay on the older version.
+        log.info("project %s: Label Studio is not on %s yet; re-scoring with it", project, serving.name)
+        if serving.kind in FAST_KINDS:
+            result["rescored"] = rescore_now(project, serving.name, settings, xml=xml, tasks=unlabeled)
+        else:
+            result["rescoring_chunks"] = enqueue_rescoring(
+                project, serving.name, settings, queue, xml=xml, tasks=unlabeled
+            )
     if settings.suspect_scores:
         result["suspects"] = flag_suspects(client, project, config.classes, labeled, unlabeled, settings)
     result["seconds"] = round(time.time() - started, 2)
@@ -189,6 +225,27 @@ def flag_suspects(
     return {"status": "written", "flagged": flagged, "written": written, "seconds": round(time.time() - started, 2)}
 
 
+def not_connected(client: LabelStudioClient, project: int, instance: str) -> str | None:
+    """Why `project` is not served by this backend, or None when one of its ML backends is this one: a backend
+    whose /health answers with this instance id (URLs differ between Label Studio, the browser and the worker,
+    so the id, not the URL, says who it is). The worker must reach the backend at the URL Label Studio uses."""
+    urls = client.ml_backend_urls(project)
+    if not urls:
+        return f"Label Studio's project {project} has no ML backend connected"
+    seen = []
+    for url in urls:
+        try:
+            answer = httpx.get(url.rstrip("/") + "/health", timeout=5)
+            body = answer.json() if answer.is_success else None
+            found = body.get("instance") if isinstance(body, dict) else None
+        except (httpx.HTTPError, ValueError) as exc:
+            found = f"unreachable ({type(exc).__name__})"
+        if found == instance:
+            return None
+        seen.append(f"{url} is {found or 'another backend'}")
+    return f"none of project {project}'s ML backends is this one (instance {instance}): " + "; ".join(seen)
+
+
 def _log_progress(project: int, version: Version, signal: StopSignal) -> None:
     meta = version.metadata
     kappa, share = meta.get("kappa_previous"), meta.get("uncertain_share")
@@ -228,7 +285,11 @@ def enqueue_rescoring(
     tasks: list[Task] | None = None,
 ) -> int:
     """Split the unlabeled tasks (read from Label Studio unless given) into chunk jobs and a final job that runs
-    when all of them succeeded."""
+    when all of them have ended. Nothing when a re-scoring with `version` is still pending (a second rollback to
+    it, a run that finds Label Studio not switched yet): the same predictions twice would be two rows each."""
+    if switch_pending(queue, project, version):
+        log.info("project %s: a re-scoring with %s is already under way", project, version)
+        return 0
     if xml is None or tasks is None:
         client = LabelStudioClient.from_settings(settings)
         xml = xml or client.label_config(project)
@@ -238,6 +299,7 @@ def enqueue_rescoring(
         queue.enqueue_call(
             score_chunk,
             timeout=settings.train_timeout,
+            retry=Retry(max=CHUNK_RETRIES),
             description=f"score {len(part)} tasks of project {project} with {version}",
             kwargs={
                 "project": project,
@@ -251,11 +313,26 @@ def enqueue_rescoring(
     queue.enqueue_call(
         finish_rescoring,
         kwargs={"project": project, "version": version},
-        depends_on=list(chunk_jobs) or None,
+        job_id=_switch_id(project, version),
+        # It runs once every chunk has ended, failed ones included: a failed chunk never holds back the switch.
+        depends_on=Dependency(jobs=chunk_jobs, allow_failure=True) if chunk_jobs else None,
         description=f"switch project {project} to {version}",
     )
     _progress(stage="re-scoring enqueued", version=version, unlabeled=len(tasks), chunks=len(chunk_jobs))
     return len(chunk_jobs)
+
+
+def _switch_id(project: int, version: str) -> str:
+    return f"switch-{project}-{version}"
+
+
+def switch_pending(queue: Queue, project: int, version: str) -> bool:
+    """Whether the final job of a re-scoring of `project` with `version` is waiting or running."""
+    try:
+        status = Job.fetch(_switch_id(project, version), connection=queue.connection).get_status()
+    except NoSuchJobError:
+        return False
+    return status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.STARTED, JobStatus.SCHEDULED)
 
 
 def _serving(project: int, version: str, settings: Settings) -> Version | None:
@@ -269,14 +346,18 @@ def rescore_now(project: int, version: str, settings: Settings, *, xml: str, tas
     called in turn, without the job hand-offs (a linear version scores thousands of tweets in a fraction of a
     second; writing to Label Studio is the rest). The project switches only after every chunk is written."""
     size = settings.rescore_chunk
-    chunks = [
-        score_chunk(project, version, xml, [[t.id, t.text] for t in tasks[i : i + size]])
-        for i in range(0, len(tasks), size)
-    ]
+    chunks, failed = [], 0
+    for i in range(0, len(tasks), size):
+        try:
+            chunks.append(score_chunk(project, version, xml, [[t.id, t.text] for t in tasks[i : i + size]]))
+        except Exception:  # Label Studio refused the write after its retries: the other chunks still go in
+            log.exception("project %s: re-scoring tasks %d-%d with %s failed", project, i, i + size, version)
+            failed += 1
     switch_started = time.time()
-    final = finish_rescoring(project, version)
+    final = finish_rescoring(project, version, failed_chunks=failed)
     return {
-        "chunks": len(chunks),
+        "chunks": len(chunks) + failed,
+        "failed_chunks": failed,
         "predictions": sum(c.get("predictions", 0) for c in chunks),
         "score_seconds": round(sum(c.get("score_seconds", 0) for c in chunks), 2),
         "write_seconds": round(sum(c.get("seconds", 0) - c.get("score_seconds", 0) for c in chunks), 2),
@@ -317,16 +398,39 @@ def score_chunk(project: int, version: str, label_config: str, tasks: list[list]
     }
 
 
-def finish_rescoring(project: int, version: str) -> dict:
+def finish_rescoring(project: int, version: str, failed_chunks: int = 0) -> dict:
     settings = _settings()
+    job = get_current_job()
+    if job is not None and job.dependency_ids:
+        # Chunk jobs that failed after their retries (a killed worker's count too, once RQ notices).
+        failed_chunks += sum(d.get_status() != JobStatus.FINISHED for d in job.fetch_dependencies())
+    _progress(stage="switching", version=version, failed_chunks=failed_chunks)
     client = LabelStudioClient.from_settings(settings)
     if _serving(project, version, settings) is None:
         # A newer version was promoted meanwhile; its own final job switches the project.
         client.delete_predictions(project, version)
         return {"status": "superseded", "version": version}
+    versions = client.model_versions(project)
+    if not versions.get(version):
+        # Label Studio refuses a model_version without predictions: a project with every task labeled has none.
+        log.info("project %s: no unlabeled task to score; its model_version stays as it is", project)
+        _progress(stage="done", version=version, scored=0)
+        return {"status": "nothing to score", "version": version}
     client.set_model_version(project, version)
-    # Label Studio keeps the predictions of the serving version only (docs/active-learning.md says why).
-    old = client.our_old_versions(project, version)
+    if failed_chunks:
+        log.error(
+            "project %s: switched to %s, but %d re-scoring chunk(s) failed (rq-dashboard's failed jobs say why): "
+            "older predictions are kept so those tasks keep a score; the next training re-scores them",
+            project,
+            version,
+            failed_chunks,
+        )
+        _progress(stage="done", version=version, failed_chunks=failed_chunks)
+        return {"status": "switched", "version": version, "failed_chunks": failed_chunks, "deleted_versions": []}
+    # Label Studio keeps the predictions of the serving version only (docs/active-learning.md says why), and
+    # only ours: the names with this MODEL_DIR's instance id.
+    registry = Registry(settings.model_dir)
+    old = [name for name in versions if name != version and registry.ours(name)]
     for name in old:
         client.delete_predictions(project, name)
     _progress(stage="done", version=version, deleted_versions=old)

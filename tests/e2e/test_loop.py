@@ -3,6 +3,14 @@ real RQ workers and the backend under gunicorn. Annotations made through Label S
 Label Studio sends them.
 """
 
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -22,7 +30,7 @@ from backend.retraining.policy import connect
 from backend.settings import Settings
 from backend.stack.launcher import LocalStack
 from backend.stack.processes import stop
-from tests.helpers import CONFIG, LABEL_CONFIG, kill_tree, read_demo
+from tests.helpers import CONFIG, LABEL_CONFIG, child_pids, kill_tree, read_demo, v
 
 pytestmark = pytest.mark.e2e
 
@@ -131,7 +139,7 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
     for task_id, label in to_label[2:]:
         loop.ls.annotations.create(id=task_id, result=[CONFIG.region(label)])
     last_annotation = time.time()
-    version = f"project{pid}-v1"
+    version = v(Registry(loop.model_dir), str(pid), 1)
     loop.wait_version(pid, version)
     print(f"annotation -> linear version serving every task in Label Studio: {time.time() - last_annotation:.1f} s")
 
@@ -287,3 +295,208 @@ def test_only_label_studio_can_send_webhooks(loop, project):
     for job_id in new:
         job = _wait_job(loop, job_id, seconds=400)
         assert job.is_finished, job.latest_result().exc_string
+
+
+def test_an_event_for_a_project_without_this_backend_trains_nothing(loop):
+    """Even with the secret, an event names any project id: only projects this backend is connected to (asked
+    of Label Studio) are trained, written to and switched."""
+    rows = read_demo("tweets_labeled.csv")[:40]
+    created = loop.ls.projects.create(title="e2e not connected", label_config=LABEL_CONFIG)
+    loop.ls.projects.import_tasks(
+        id=created.id,
+        request=[{"data": {"text": r["text"]}, "annotations": [{"result": [CONFIG.region(r["label"])]}]} for r in rows],
+    )
+    job = _wait_job(loop, loop.webhook("START_TRAINING", created.id)["job"])
+    result = job.return_value()
+    assert result["status"] == "not_connected" and "no ML backend connected" in result["reason"], result
+    assert not (loop.model_dir / str(created.id)).exists()
+    assert _model_versions(loop, created.id) == {}
+
+
+def _model_versions(loop, project: int) -> dict:
+    return requests.get(
+        f"{loop.ls_url}/api/projects/{project}/model-versions/",
+        headers={"Authorization": f"Token {loop.token}"},
+        timeout=30,
+    ).json()
+
+
+def _unlabeled_predictions(loop, project: int) -> dict[int, list[str]]:
+    """{unlabeled task id: the model versions of its predictions}, as Label Studio holds them."""
+    return {
+        task.id: [_as_dict(p)["model_version"] for p in task.predictions]
+        for task in loop.ls.tasks.list(project=project, fields="all", page_size=1000)
+        if not task.total_annotations
+    }
+
+
+def test_tweets_with_lone_surrogates_are_scored_trained_on_and_switched(loop, tmp_path):
+    """Broken emoji in a scraped CSV (a lone UTF-16 surrogate, written as the bytes ED A0 BD): setup-project
+    imports the tweets and their labels, Start Training trains on them, every one is scored and the project
+    switches. (Through
+    Label Studio's own JSON import a lone surrogate is stored as is, and Label Studio 1.23 then answers 500 to
+    every task list of that project, its own Data Manager included: README, Troubleshooting.)"""
+    labeled = read_demo("tweets_labeled.csv")
+    rows = [r for r in labeled if r["label"] == "xenófobo"][:5] + [r for r in labeled if r["label"] == "ok"][:25]
+    texts = [r["text"][:12] + "\ud83d" + r["text"][12:] if i % 2 == 0 else r["text"] for i, r in enumerate(rows)]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["text", "label"])
+    writer.writerows([t, r["label"] if i < 12 else ""] for i, (t, r) in enumerate(zip(texts, rows, strict=True)))
+    table = tmp_path / "scraped.csv"
+    table.write_bytes(out.getvalue().encode("utf-8", "surrogatepass"))
+    env = {**os.environ, **loop.env}
+    setup = [sys.executable, "-m", "backend", "setup-project", "--csv", str(table), "--title", "e2e poison pill"]
+    # --no-retrieve: Label Studio would ask the backend for default-version predictions in the background.
+    done = subprocess.run(
+        [*setup, "--backend-url", loop.backend_url, "--no-retrieve"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    (project,) = [p for p in loop.ls.projects.list() if p.title == "e2e poison pill"]
+    loop.webhook("START_TRAINING", project.id)  # what the Start Training button sends
+    version = v(Registry(loop.model_dir), str(project.id), 1)
+    loop.wait_version(project.id, version)
+    assert Registry(loop.model_dir).current(str(project.id)).metadata["labels_used"] == 12
+    scored = _unlabeled_predictions(loop, project.id)
+    assert len(scored) == 18 and all(versions == [version] for versions in scored.values()), scored
+    stored = [t.data["text"] for t in loop.ls.tasks.list(project=project.id, fields="all", page_size=100)]
+    assert sum("\ufffd" in t for t in stored) == 15
+    # /predict, as Label Studio sends a stored lone surrogate (JSON-escaped), costs that task nothing either.
+    body = {"tasks": [{"id": 1, "data": {"text": texts[0]}}], "project": str(project.id), "label_config": LABEL_CONFIG}
+    answer = requests.post(
+        f"{loop.backend_url}/predict",
+        data=json.dumps(body),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code == 200 and answer.json()["results"][0]["model_version"] == version, answer.text
+
+
+def _label_and_train(loop, task_id: int, label: str) -> dict:
+    pid = loop.ls.tasks.get(id=str(task_id)).project
+    loop.ls.annotations.create(id=task_id, result=[CONFIG.region(label)])
+    job = _wait_job(loop, loop.webhook("START_TRAINING", pid)["job"], seconds=400)
+    assert job.is_finished, job.latest_result().exc_string
+    return job.return_value()
+
+
+def _serves(loop, pid: int, want_status: str, seconds: float = 60) -> str:
+    """Ask /predict (every gunicorn process notices on its own requests) until /health says `want_status`; returns
+    the model_version /predict answered."""
+    deadline = time.time() + seconds
+    while True:
+        answer = requests.post(
+            f"{loop.backend_url}/predict",
+            json={"tasks": [{"id": 1, "data": {"text": "hola"}}], "project": str(pid), "label_config": LABEL_CONFIG},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        health = requests.get(f"{loop.backend_url}/health", timeout=5).json()
+        if health["status"] == want_status:
+            return answer.json()["model_version"]
+        assert time.time() < deadline, health
+        time.sleep(0.2)
+
+
+def test_a_broken_current_or_a_deleted_version_keeps_serving_and_the_next_run_repairs_it(loop, project):
+    pid, _, unlabeled = project
+    scope = str(pid)
+    registry = Registry(loop.model_dir)
+    newest = registry.versions(scope)[-1].name
+    # CURRENT naming no version (a bad manual edit, a half-restored backup): the newest version that loads serves.
+    (loop.model_dir / scope / "CURRENT").write_text("garbage\n")
+    assert _serves(loop, pid, "DEGRADED") == newest
+    result = _label_and_train(loop, unlabeled[-2], "ok")
+    assert result["status"] == "promoted", result
+    repaired = result["version"]
+    loop.wait_version(pid, repaired)
+    assert registry.current(scope).name == repaired and _serves(loop, pid, "UP") == repaired
+
+    # The serving version's folder deleted: the one before it serves, and the next run promotes as usual.
+    shutil.rmtree(registry.current(scope).path)
+    assert _serves(loop, pid, "DEGRADED") == newest
+    result = _label_and_train(loop, unlabeled[-3], "ok")
+    assert result["status"] == "promoted", result
+    loop.wait_version(pid, result["version"])
+    assert _serves(loop, pid, "UP") == result["version"]
+
+    # A switch that never reached Label Studio (every chunk failed): the next run, with nothing new to learn,
+    # promotes nothing but finishes the re-scoring.
+    # (Label Studio takes as model_version only a version with predictions or a connected backend's title.)
+    (backend,) = [m for m in loop.ls.ml.list(project=pid) if m.url.rstrip("/") == loop.backend_url]
+    loop.ls.projects.update(id=pid, model_version=backend.title)
+    kept = _wait_job(loop, loop.webhook("START_TRAINING", pid)["job"], seconds=400).return_value()
+    assert kept["status"] == "kept" and ("rescored" in kept or "rescoring_chunks" in kept), kept
+    loop.wait_version(pid, result["version"])
+
+
+def _signal_tree(pid: int, sig: int) -> None:
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        todo += child_pids(current)
+        os.kill(current, sig)
+
+
+def test_a_run_that_lost_its_lease_to_a_redis_flush_never_promotes_over_a_newer_run(loop, project):
+    pid, _, unlabeled = project
+    scope = str(pid)
+    loop.ls.annotations.create(id=unlabeled[-4], result=[CONFIG.region("xenófobo")])
+    stop(loop.worker)
+    slow = loop.start_worker(TRAIN_MIN_STEPS=60)
+    job_id = loop.webhook("START_TRAINING", pid)["job"]
+    redis = connect(Settings(redis_url=loop.redis_url))
+    deadline = time.time() + 180
+    while (Job.fetch(job_id, connection=redis).meta.get("step") or 0) < 5:
+        assert time.time() < deadline, loop.worker_log
+        time.sleep(0.2)
+    # The run is paused mid-training, and Redis loses every key (a flush, a failover to an empty replica).
+    _signal_tree(slow.pid, signal.SIGSTOP)
+    try:
+        redis.flushall()
+        loop.start_worker()
+        answer = loop.webhook("START_TRAINING", pid)
+        assert answer["status"] == "queued", answer  # the lease went with the flush: a second run starts
+        newer = _wait_job(loop, answer["job"], seconds=400).return_value()
+        assert newer["status"] == "promoted", newer
+    finally:
+        _signal_tree(slow.pid, signal.SIGCONT)
+    # The paused run resumes with older labels and a lost lease: it trains to the end, and promotes nothing.
+    deadline = time.time() + 300
+    while f"project {pid}: nothing promoted: a newer full run" not in (log := loop.worker_log):
+        assert time.time() < deadline, log
+        time.sleep(1)
+    registry = Registry(loop.model_dir)
+    assert registry.current(scope).name == newer["version"] == registry.versions(scope)[-1].name
+    kill_tree(slow.pid)
+    slow.wait()
+
+
+def test_a_worker_killed_mid_chunk_delays_the_switch_but_never_blocks_it(loop, project):
+    """A rollback re-scores in chunk jobs (one task each here, so the worker is killed inside one); the killed
+    chunk is found by RQ's maintenance and retried, and the final switch runs."""
+    from rq import Queue
+    from rq.registry import StartedJobRegistry
+
+    pid, _, _ = project
+    registry = Registry(loop.model_dir)
+    before = loop.project_version(pid)
+    target = [v.name for v in registry.versions(str(pid)) if v.name != before][-1]
+    stop(loop.worker)
+    env = {**os.environ, **loop.env, "RESCORE_CHUNK": "1"}
+    rollback = [sys.executable, "-m", "backend", "rollback", "--project", str(pid), "--to", target]
+    subprocess.run(rollback, env=env, check=True, capture_output=True, timeout=120)
+    redis = connect(Settings(redis_url=loop.redis_url))
+    started = StartedJobRegistry(queue=Queue(loop.env.get("RQ_QUEUE", "ml-backend"), connection=redis))
+    doomed = loop.start_worker()
+    deadline = time.time() + 180
+    while not any(Job.fetch(i, connection=redis).func_name.endswith("score_chunk") for i in started.get_job_ids()):
+        assert time.time() < deadline, loop.worker_log
+        time.sleep(0.02)
+    kill_tree(doomed.pid)
+    doomed.wait()
+    assert loop.project_version(pid) == before  # Label Studio stays on the previous version meanwhile
+    loop.start_worker()
+    loop.wait_version(pid, target, seconds=400)
+    scored = _unlabeled_predictions(loop, pid)
+    assert all(versions == [target] for versions in scored.values()), scored

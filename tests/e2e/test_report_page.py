@@ -16,7 +16,7 @@ import requests
 from backend.labelstudio.project_setup import POSSIBLY_MISLABELED, SUSPECT_KEY
 from backend.registry import Registry
 from backend.stack.demo import setup_demo
-from tests.helpers import CHROMIUM_FLAGS, CONFIG, ROOT
+from tests.helpers import CHROMIUM_FLAGS, CONFIG, ROOT, v
 
 pytestmark = pytest.mark.e2e
 
@@ -40,11 +40,12 @@ def demo(stack):
         ls, stack.backend_url, title="report e2e: demo tweets", webhook_secret=stack.webhook_secret
     ).project
     log = lambda: (stack.folder / "worker.log").read_text()[-4000:]  # noqa: E731
-    _wait(lambda: ls.projects.get(id=pid).model_version == f"project{pid}-v1", 600, "no first version", log)
+    registry = Registry(stack.folder / "models")
+    _wait(lambda: ls.projects.get(id=pid).model_version == v(registry, str(pid), 1), 600, "no first version", log)
     unlabeled = [t.id for t in ls.tasks.list(project=pid, fields="all", page_size=1000) if not t.total_annotations]
     for task_id in unlabeled[:10]:
         ls.annotations.create(id=task_id, result=[CONFIG.region("ok")])
-    _wait(lambda: ls.projects.get(id=pid).model_version == f"project{pid}-v2", 300, "no second version", log)
+    _wait(lambda: ls.projects.get(id=pid).model_version == v(registry, str(pid), 2), 300, "no second version", log)
     return pid
 
 
@@ -55,7 +56,7 @@ def test_the_demo_report_shows_scatter_curve_stop_signal_and_suspects(stack, dem
     pid = demo
     registry = Registry(stack.folder / "models")
     history = registry.history(str(pid))
-    assert [h["version"] for h in history] == [f"project{pid}-v1", f"project{pid}-v2"]
+    assert [h["version"] for h in history] == [v(registry, str(pid), 1), v(registry, str(pid), 2)]
     assert history[0]["kappa_previous"] is None and -1 <= history[1]["kappa_previous"] <= 1
     headers = {"Authorization": f"Token {stack.token}"}
     ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
@@ -111,7 +112,7 @@ def test_the_demo_report_shows_scatter_curve_stop_signal_and_suspects(stack, dem
     assert versions["stop"]["sentence"] == signal.split(" Now ")[0].strip()
     # The worker logged them after the promotion.
     assert (
-        f"project {pid}: project{pid}-v2 promoted; kappa to the previous version"
+        f"project {pid}: {v(Registry(stack.folder / 'models'), str(pid), 2)} promoted; kappa to the previous version"
         in (stack.folder / "worker.log").read_text()
     )
     metrics = requests.get(f"{stack.backend_url}/metrics", timeout=30).text
