@@ -1,6 +1,14 @@
 # The ML backend and, with another command, its RQ worker, rq-dashboard and the one-shot project setup
 # (docker-compose.yml): Python 3.11 slim, CPU torch, non-root.
-FROM python:3.11-slim
+#
+# Build arguments, for machines without a registry (scripts/build_image.sh sets them there; users need none):
+#   BASE_IMAGE    a Python 3.11 image whose `python` and `pip` install system-wide
+#   TORCH_INDEX   where torch's CPU wheel comes from (an index URL; file:// for a folder mounted at build time)
+#   PYPI_INDEX    where everything else comes from
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG PYPI_INDEX=https://pypi.org/simple
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -11,10 +19,17 @@ ENV PYTHONUNBUFFERED=1 \
     THREADS=4
 
 WORKDIR /app
+# Every file pip installs must match a hash of the locks (`make lock`), and each index serves only what it is meant
+# to: torch from its CPU index alone (PyPI's is the multi-GB CUDA build), everything else from PyPI alone. No
+# --extra-index-url: a package of the same name on another index can never be picked (dependency confusion).
+COPY requirements-torch.lock requirements.lock ./
+RUN pip install --no-deps --require-hashes --index-url "$TORCH_INDEX" -r requirements-torch.lock \
+    && pip install --no-deps --require-hashes --index-url "$PYPI_INDEX" -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY backend ./backend
-# The CPU wheel index keeps torch==2.13.0 from pulling the multi-GB CUDA build.
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
+# The project itself, built with the locked setuptools, nothing downloaded; `pip check`: the locks are complete.
+RUN pip install --no-deps --no-build-isolation --no-index . \
+    && pip check \
     && useradd --create-home --uid 1000 app \
     && mkdir -p /data/models /home/app/.cache/huggingface \
     && chown -R app /data /home/app/.cache
