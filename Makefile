@@ -6,7 +6,7 @@ LS_VENV ?= .venv-ls
 LABEL_STUDIO_VERSION ?= 1.23.2
 PY := $(VENV)/bin/python
 
-.PHONY: install system-deps check test run serve worker benchmark clean
+.PHONY: install system-deps check test run serve worker smoke benchmark load clean image
 
 install: $(VENV)/.installed $(LS_VENV)/.installed
 
@@ -22,9 +22,10 @@ $(LS_VENV)/.installed:
 	$(LS_VENV)/bin/python -m pip install --quiet label-studio==$(LABEL_STUDIO_VERSION)
 	touch $@
 
-# Debian packages for two checks of `make test` (skipped without them): Chromium for the browser test,
-# docker-compose 1.29 to validate docker-compose.yml without a Docker engine. Needs root (or sudo).
-SYSTEM_DEPS := chromium docker-compose
+# Debian packages for checks of `make test` (skipped without them, failed in CI): Chromium for the browser test,
+# docker-compose 1.29 to validate docker-compose.yml without a Docker engine, podman (with runc and mmdebstrap)
+# to build and run the image without one. Needs root (or sudo).
+SYSTEM_DEPS := chromium docker-compose podman runc mmdebstrap
 system-deps:
 	@missing=$$(for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -33,12 +34,12 @@ system-deps:
 		|| { $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; }; \
 	fi
 
-# Lint, format, types and the tests not marked e2e: seconds on a warm install; run it often.
+# Lint, format, types and the tests not marked e2e or slow: about a minute on a warm install; run it often.
 check: $(VENV)/.installed
 	$(VENV)/bin/ruff check backend tests scripts
 	$(VENV)/bin/ruff format --check backend tests scripts
 	$(VENV)/bin/mypy
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not e2e" -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not e2e and not slow" -q $(PYTEST_ARGS)
 
 # Everything, the end-to-end tests (a real Label Studio, Chromium, docker-compose) included.
 test: install
@@ -47,6 +48,16 @@ test: install
 # The whole stack without Docker: Redis, Label Studio, backend, worker, and a demo project (data in .stack/).
 run: install
 	$(PY) -m backend run
+
+# The Docker image (tweet-al-backend:0.1.0): `docker build` where an engine runs, else podman (scripts/build_image.sh).
+image:
+	scripts/build_image.sh
+
+# Checks a running stack end to end and says in plain words what is wrong (README: Smoke check): after `make run`,
+# in another terminal. URL: the backend (default http://localhost:$PORT); PROJECT: one project (default: every
+# project with this backend connected); SMOKE_ARGS=--train also presses Start Training and waits for the job.
+smoke: $(VENV)/.installed
+	$(PY) -m backend smoke $(if $(URL),--backend-url $(URL)) $(if $(PROJECT),--project $(PROJECT)) $(SMOKE_ARGS)
 
 serve: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m backend serve
@@ -58,6 +69,26 @@ worker: $(VENV)/.installed
 benchmark: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark_predict.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark_loop.py
+
+# Issue 12's load run: 20 simulated annotators for 5 minutes against the local stack (figures: docs/benchmarks.md).
+load: install
+	HF_HUB_OFFLINE=1 $(PY) scripts/load_run.py $(LOAD_ARGS)
+
+# The image's hashed lock, requirements.lock, from pyproject.toml: pip-tools in a throwaway virtualenv, PyPI alone
+# (PIP_CONFIG_FILE=/dev/null: no other index of this machine's pip configuration leaks in). Run it after any change
+# to the dependencies; `make check` fails while the two disagree (tests/test_lock.py). torch stays out of it: the
+# Dockerfile installs it from its CPU index (requirements-torch.lock), but its own dependencies are resolved here
+# from its CPU wheel, found in TORCH_FIND_LINKS, since PyPI's torch is the CUDA build with its nvidia-* packages.
+TORCH_FIND_LINKS ?= $(or $(PIP_FIND_LINKS),https://download.pytorch.org/whl/cpu/torch/)
+LOCK_VENV ?= /tmp/tweet-al-pip-tools
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet pip-tools==7.6.2
+	PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile pyproject.toml \
+		--quiet --generate-hashes --all-build-deps --unsafe-package torch --no-allow-unsafe --strip-extras \
+		--index-url https://pypi.org/simple --find-links $(TORCH_FIND_LINKS) --no-emit-index-url \
+		--no-emit-find-links --output-file requirements.lock
+	rm -rf $(LOCK_VENV)
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache

@@ -103,7 +103,7 @@ def create_app(
         except (OSError, ValueError) as exc:  # a read-only MODEL_DIR the worker has not written to yet
             log.warning("no instance id: %s", exc)
             instance = None
-        if store.degraded:
+        if store.recheck():
             return jsonify(status="DEGRADED", degraded=store.degraded, model_class="Classifier", instance=instance)
         return jsonify(status="UP", model_class="Classifier", uncertainty=settings.uncertainty, instance=instance)
 

@@ -101,6 +101,15 @@ def main(argv: list[str] | None = None) -> None:
     worker = commands.add_parser("worker", help="run an RQ worker for the retraining and re-scoring jobs")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
 
+    smoke = commands.add_parser(
+        "smoke",
+        help="check a running stack end to end (backend, Redis and its workers, Label Studio, the projects) and "
+        "say in plain words what is wrong; exit status 1 if anything is",
+    )
+    smoke.add_argument("--project", type=int, help="check this project (default: every one this backend serves)")
+    smoke.add_argument("--backend-url", help="the backend (default: http://localhost:PORT, PORT 9090)")
+    smoke.add_argument("--train", action="store_true", help="also press Start Training and wait for the job")
+
     args = parser.parse_args(argv)
     try:
         settings = Settings()
@@ -124,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             "export": _export,
             "report": _report,
             "run": _run,
+            "smoke": _smoke,
         }
         handlers[args.command](args, settings)
     except (FileNotFoundError, ValueError, BackendError) as exc:  # the user's input: a message, no traceback
@@ -131,8 +141,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _serve(args, settings: Settings) -> None:
+    from .retraining.policy import check_credentials
     from .wsgi import serve
 
+    check_credentials(settings)
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     serve(settings.model_copy(update=overrides))
 
@@ -140,11 +152,16 @@ def _serve(args, settings: Settings) -> None:
 def _worker(args, settings: Settings) -> None:
     from rq import Worker
 
+    from .retraining.policy import check_credentials, connect
+
+    check_credentials(settings)  # before the slow imports: a wrong password fails at once
     # Import the jobs (torch, transformers) once here; each job's forked process inherits them.
     from .retraining import jobs  # noqa: F401
-    from .retraining.policy import connect
 
-    worker = Worker([settings.rq_queue], connection=connect(settings))
+    # Maintenance finds the chunk jobs of a killed worker (RQ retries them, then lets the final switch run). It runs
+    # when the worker wakes from waiting for a job (worker_ttl - 15 s), so both are about a minute, not RQ's 10 and
+    # 7: a lost worker delays a project's switch by about 2.5 minutes at most (90 s until RQ calls it lost).
+    worker = Worker([settings.rq_queue], connection=connect(settings), maintenance_interval=60, worker_ttl=75)
     worker.work(burst=args.burst, logging_level=settings.log_level, with_scheduler=False)
 
 
@@ -287,6 +304,12 @@ def _run(args, settings: Settings) -> None:
     from .stack.launcher import run
 
     run()
+
+
+def _smoke(args, settings: Settings) -> None:
+    from .smoke import main as smoke
+
+    sys.exit(smoke(settings, args.backend_url, project=args.project, train=args.train))
 
 
 def _export(args, settings: Settings) -> None:

@@ -80,6 +80,18 @@ class ModelStore:
             if self.registry.current_name(name) is not None:
                 yield from (v for v in reversed(self.registry.versions(name)) if current is None or v != current)
 
+    def recheck(self) -> dict[str, str]:
+        """The degraded scopes, dropping those whose CURRENT now names a version not known to be broken (a rollback
+        or a newer promotion): a process that serves the scope no more would otherwise report it for ever. Reads
+        small files, loads nothing; the next /predict loads the version, and notes it again if it fails."""
+        for scope in list(self.degraded):
+            owner = scope if self.registry.current_name(scope) is not None else DEFAULT_SCOPE
+            version = self.registry.current(owner)
+            if self.registry.current_name(owner) is None or (version is not None and version.path not in self._broken):
+                del self.degraded[scope]
+                metrics.DEGRADED.labels(scope).set(0)
+        return self.degraded
+
     def _note(self, scope: str, served: str | None) -> None:
         """Record whether `scope` is served by what its CURRENT (or, having none, the default's) names."""
         owner = scope if self.registry.current_name(scope) is not None else DEFAULT_SCOPE

@@ -50,6 +50,7 @@ def test_train_uses_the_workers_recipe(tmp_path, monkeypatch):
     assert configs[1].epochs == 1.5 and configs[1].learning_rate == 3e-5
 
 
+@pytest.mark.slow
 def test_train_promotes_the_best_of_the_candidate_kinds(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MODEL_DIR", str(tmp_path))
     main(["train", "--csv", str(DEMO / "tweets_labeled.csv"), "--kinds", "linear"])
@@ -66,6 +67,7 @@ class _Stub:
         (folder / "weights").write_text("w")
 
 
+@pytest.mark.slow
 def test_rollback_serves_an_earlier_version(tmp_path):
     registry = Registry(tmp_path)
     for _ in range(2):

@@ -7,6 +7,7 @@ from backend.tables import read_csv
 from tests.helpers import DEMO
 
 
+@pytest.mark.slow
 def test_offline_scoring_writes_the_notebook_table_sorted_by_margin(settings, tmp_path):
     out = tmp_path / "scored.csv"
     written = score_csv(DEMO / "tweets_pool.csv", out, settings)

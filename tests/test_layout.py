@@ -29,7 +29,7 @@ LAYERS = [
     {"labelstudio.client", "labelstudio.project_setup", "models.finetune", "models.loader", "models.training"},
     {"predictions", "model_store", "retraining.policy", "suspects"},
     {"export", "report", "retraining.jobs", "stack.demo", "api", "simulation"},
-    {"stack.launcher", "wsgi", "cli", "jobs", "__main__"},
+    {"stack.launcher", "smoke", "wsgi", "cli", "jobs", "__main__"},
 ]
 LAYER = {f"backend.{name}": i for i, names in enumerate(LAYERS) for name in names}
 

@@ -106,6 +106,10 @@ def test_current_naming_a_deleted_version_serves_the_newest_one_left(settings, t
     assert f"names {v(registry, '4', 2)}, which is not in the registry" in store.degraded["4"]
     # A project with no version of its own is served the default one, and that is not degraded.
     assert store.get("9").version == v(registry, "default", 1) and "9" not in store.degraded
+    # A rollback ends it in every process, also in one that serves the project no more (what /health asks).
+    assert store.recheck() == store.degraded and "4" in store.degraded
+    registry.set_current("4", v(registry, "4", 1))
+    assert store.recheck() == {}
 
 
 def test_rollback_accepts_only_names_the_registry_lists(tmp_path):

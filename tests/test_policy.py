@@ -138,6 +138,7 @@ def test_a_lost_queued_job_is_replaced(queue, monkeypatch):
     assert decision is Decision.QUEUED and [j.id for j in _train_jobs(queue)] == [job_id]
 
 
+@pytest.mark.slow
 def test_a_killed_runs_lease_expires(queue, redis_server, tmp_path):
     """A worker killed mid-training (SIGKILL: no cleanup) blocks new runs only until its lease ends."""
     holder = textwrap.dedent(f"""

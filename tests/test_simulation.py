@@ -10,6 +10,7 @@ from backend.simulation import SimulationConfig, labels_to_reach, simulate, summ
 from tests.helpers import CONFIG, DEMO, read_demo
 
 
+@pytest.mark.slow
 def test_a_small_simulation_writes_curves_table_and_chart(tmp_path):
     config = SimulationConfig(
         strategies=["margin", "random"],

@@ -6,6 +6,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from backend.models.loader import load_version
@@ -20,6 +21,7 @@ def test_auto_uses_bfloat16_only_where_the_cpu_has_it():
     assert inference_dtype("float32") == torch.float32 and inference_dtype("bfloat16") == torch.bfloat16
 
 
+@pytest.mark.slow
 def test_bfloat16_scores_rank_like_float32(trained_model_dir):
     version = Registry(trained_model_dir).current("default")
     texts = pool_texts()

@@ -126,6 +126,18 @@ def connect_backend(
     return True
 
 
+def backend_instance(url: str, timeout: float = 5) -> str:
+    """The instance id that the backend at `url` answers on /health (MODEL_DIR/INSTANCE), or what is there
+    instead: how the worker (not_connected) and the smoke check tell this backend from another at any URL."""
+    try:
+        answer = requests.get(f"{url.rstrip('/')}/health", timeout=timeout)
+        body = answer.json() if answer.ok else None
+    except (requests.RequestException, ValueError) as exc:
+        return f"unreachable ({type(exc).__name__})"
+    found = body.get("instance") if isinstance(body, dict) else None
+    return found if isinstance(found, str) and found else "another backend"
+
+
 def webhook_headers(backend_auth: tuple | None, webhook_secret: str) -> dict[str, str]:
     """What a webhook from Label Studio (or request_training) sends to be let in: the secret header, else the
     backend's basic auth; nothing when the backend has neither."""

@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 import torch
 from rq import Queue, Retry, get_current_job
 from rq.exceptions import NoSuchJobError
@@ -32,7 +31,7 @@ from transformers import TrainerCallback
 from ..errors import BackendError
 from ..labelstudio.client import LabeledTask, LabelStudioClient, Task
 from ..labelstudio.label_config import parse_label_config
-from ..labelstudio.project_setup import SUSPECT_KEY
+from ..labelstudio.project_setup import SUSPECT_KEY, backend_instance
 from ..models.base import label_shortfall
 from ..models.loader import load_version
 from ..models.training import train_version
@@ -234,15 +233,10 @@ def not_connected(client: LabelStudioClient, project: int, instance: str) -> str
         return f"Label Studio's project {project} has no ML backend connected"
     seen = []
     for url in urls:
-        try:
-            answer = httpx.get(url.rstrip("/") + "/health", timeout=5)
-            body = answer.json() if answer.is_success else None
-            found = body.get("instance") if isinstance(body, dict) else None
-        except (httpx.HTTPError, ValueError) as exc:
-            found = f"unreachable ({type(exc).__name__})"
+        found = backend_instance(url)
         if found == instance:
             return None
-        seen.append(f"{url} is {found or 'another backend'}")
+        seen.append(f"{url} is {found}")
     return f"none of project {project}'s ML backends is this one (instance {instance}): " + "; ".join(seen)
 
 
