@@ -123,6 +123,14 @@ E2E_SETTINGS = {
 
 
 @pytest.fixture(scope="session")
+def personal_access_token(stack) -> str:
+    """The admin's personal access token: Label Studio gives a user one at a time (a second is a 409)."""
+    from label_studio_sdk import LabelStudio
+
+    return LabelStudio(base_url=stack.ls_url, api_key=stack.token).tokens.create().token
+
+
+@pytest.fixture(scope="session")
 def stack(label_studio_binary, trained_model_dir, tmp_path_factory) -> LocalStack:
     """The stack `make run` starts (Redis, Label Studio, backend, worker, rq-dashboard), through the launcher's
     own code, on free ports, serving a copy of the trained default version."""

@@ -182,17 +182,15 @@ def test_export_matches_the_predictions_in_label_studio(label_studio, backend_ur
     assert list(rows[0]) == ["id", "text", "p_ok", "p_xenófobo", "margin", "label"]
 
 
-def test_setup_and_export_work_with_a_personal_access_token(stack, tmp_path):
+def test_setup_and_export_work_with_a_personal_access_token(stack, personal_access_token, tmp_path):
     """LABEL_STUDIO_API_KEY may be a personal access token (a JWT refresh token) instead of a legacy token."""
     import os
     import subprocess
     import sys
 
-    from label_studio_sdk import LabelStudio
-
     from tests.helpers import ROOT
 
-    pat = LabelStudio(base_url=stack.ls_url, api_key=stack.token).tokens.create().token
+    pat = personal_access_token
     assert pat.count(".") == 2 and pat != stack.token  # a JWT, not the legacy token
     import csv
 

@@ -151,12 +151,12 @@ def test_a_wrong_token_is_named(ml_backend, project):
     assert f"skip project {project}: needs Label Studio token" in out
 
 
-def test_legacy_tokens_turned_off_are_named(ml_backend, ls, project):
+def test_legacy_tokens_turned_off_are_named(ml_backend, ls, project, personal_access_token):
     """Label Studio 1.23 can turn legacy tokens off: the check says which flag to set, and a personal access token
     passes."""
     from label_studio_sdk import LabelStudio
 
-    pat = ls.tokens.create().token
+    pat = personal_access_token
     admin = LabelStudio(base_url=ml_backend.stack.ls_url, api_key=pat)
     ttl = admin.jwt_settings.get().api_token_ttl_days
     admin.jwt_settings.update(api_token_ttl_days=ttl, legacy_api_tokens_enabled=False)
