@@ -208,20 +208,27 @@ def test_a_full_run_weighs_the_transformer_against_the_linear_kind(loop, project
     assert versions["details"][-1]["decision"] == Registry(loop.model_dir).versions(str(pid))[-1].metadata["decision"]
 
 
+def _training_on_a_new_worker(loop, pid: int, until_step: int, **overrides):
+    """Replace the worker by one with `overrides`, press Start Training, and return that worker once the run has
+    trained `until_step` steps."""
+    stop(loop.worker)
+    worker = loop.start_worker(**overrides)
+    job_id = loop.webhook("START_TRAINING", pid)["job"]
+    redis = connect(Settings(redis_url=loop.redis_url))
+    deadline = time.time() + 180
+    while (Job.fetch(job_id, connection=redis).meta.get("step") or 0) < until_step:
+        assert time.time() < deadline, loop.worker_log
+        time.sleep(0.2)
+    return worker
+
+
 def test_worker_killed_mid_training_keeps_the_previous_version(loop, project):
     pid, _, unlabeled = project
     before = Registry(loop.model_dir).current(str(pid)).name
     # One new label: a run on the serving version's own labels would have nothing to learn and end at once.
     loop.ls.annotations.create(id=unlabeled[-1], result=[CONFIG.region("ok")])
     # A worker whose training (the full run's transformer) lasts long enough to be killed in the middle of it.
-    stop(loop.worker)
-    loop.start_worker(TRAIN_MIN_STEPS=100000)
-    job_id = loop.webhook("START_TRAINING", pid)["job"]
-    redis = connect(Settings(redis_url=loop.redis_url))
-    deadline = time.time() + 180
-    while (Job.fetch(job_id, connection=redis).meta.get("step") or 0) < 2:
-        assert time.time() < deadline, loop.worker_log
-        time.sleep(0.5)
+    _training_on_a_new_worker(loop, pid, until_step=2, TRAIN_MIN_STEPS=100000)
     kill_tree(loop.worker.pid)  # the worker and its work horse (RQ gives the horse a session of its own)
     loop.worker.wait()
 
@@ -442,14 +449,8 @@ def test_a_run_that_lost_its_lease_to_a_redis_flush_never_promotes_over_a_newer_
     pid, _, unlabeled = project
     scope = str(pid)
     loop.ls.annotations.create(id=unlabeled[-4], result=[CONFIG.region("xenófobo")])
-    stop(loop.worker)
-    slow = loop.start_worker(TRAIN_MIN_STEPS=60)
-    job_id = loop.webhook("START_TRAINING", pid)["job"]
+    slow = _training_on_a_new_worker(loop, pid, until_step=5, TRAIN_MIN_STEPS=60)
     redis = connect(Settings(redis_url=loop.redis_url))
-    deadline = time.time() + 180
-    while (Job.fetch(job_id, connection=redis).meta.get("step") or 0) < 5:
-        assert time.time() < deadline, loop.worker_log
-        time.sleep(0.2)
     # The run is paused mid-training, and Redis loses every key (a flush, a failover to an empty replica).
     _signal_tree(slow.pid, signal.SIGSTOP)
     try:
