@@ -115,3 +115,29 @@ def test_a_re_scoring_already_under_way_is_not_enqueued_twice(tmp_path, redis_se
     assert jobs.enqueue_rescoring(1, "abc123-project1-v2", settings, queue, xml=LABEL_CONFIG, tasks=tasks) == 0
     assert len(queue) == 2  # the two chunks; the final job waits for them
     assert jobs.enqueue_rescoring(1, "abc123-project1-v3", settings, queue, xml=LABEL_CONFIG, tasks=tasks) == 2
+
+
+def test_a_fast_kind_writes_its_predictions_in_few_large_calls(monkeypatch):
+    """Label Studio recounts the whole project on every prediction import: rescore_now writes at least
+    FAST_WRITE_BATCH predictions per call, whatever RESCORE_CHUNK (the transformer's job size) says, and a
+    failed call is counted without stopping the others."""
+    from backend.retraining import jobs
+
+    calls = []
+
+    def score_chunk(project, version, xml, tasks):
+        calls.append(len(tasks))
+        if len(calls) == 2:
+            raise RuntimeError("Label Studio refused the write")
+        return {"predictions": len(tasks), "score_seconds": 0.1, "seconds": 0.3}
+
+    monkeypatch.setattr(jobs, "score_chunk", score_chunk)
+    monkeypatch.setattr(jobs, "finish_rescoring", lambda project, version, failed_chunks: {"status": "switched"})
+    tasks = [jobs.Task(i, f"tweet {i}") for i in range(12)]
+    result = jobs.rescore_now(1, "abc123-project1-v2", Settings(rescore_chunk=5), xml=LABEL_CONFIG, tasks=tasks)
+    assert calls == [12] and result["chunks"] == 1 and result["predictions"] == 12
+    calls.clear()
+    monkeypatch.setattr(jobs, "FAST_WRITE_BATCH", 5)
+    result = jobs.rescore_now(1, "abc123-project1-v2", Settings(rescore_chunk=2), xml=LABEL_CONFIG, tasks=tasks)
+    assert calls == [5, 5, 2] and result["chunks"] == 3 and result["failed_chunks"] == 1
+    assert result["predictions"] == 7

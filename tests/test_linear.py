@@ -41,3 +41,21 @@ def test_a_saved_version_loads_back_identical_from_json_and_plain_arrays(tmp_pat
     assert loaded.version == "project7-v1" and loaded.serves(["xenófobo", "ok"]) and not loaded.serves(["ok"])
     sharper = loaded.predict_proba(texts)
     assert (np.abs(sharper[:, 0] - 0.5) >= np.abs(model.predict_proba(texts)[:, 0] - 0.5) - 1e-6).all()
+
+
+def test_the_fit_rows_kept_give_what_a_fresh_transform_gives():
+    texts, labels = [r["text"] for r in ROWS], [r["label"] for r in ROWS]
+    vocabulary = LinearClassifier.vocabulary([*texts, *pool_texts()], LinearConfig())
+    assert vocabulary.rows_ is not None
+    kept = LinearClassifier.fit(texts, labels, ["ok", "xenófobo"], config=LinearConfig(), vectorizer=vocabulary)
+    rows, vocabulary.rows_ = vocabulary.rows_, None
+    try:
+        fresh = LinearClassifier.fit(texts, labels, ["ok", "xenófobo"], config=LinearConfig(), vectorizer=vocabulary)
+        assert np.allclose(kept.model.coef_, fresh.model.coef_)
+        assert np.allclose(kept.predict_logits(pool_texts(100)), fresh.predict_logits(pool_texts(100)))
+    finally:
+        vocabulary.rows_ = rows
+    # A text outside the vocabulary's texts is transformed, not looked up.
+    assert kept.predict_logits(["un tuit que nadie escribió"]).shape == (1, 2)
+    newer = LinearClassifier.vocabulary(texts[:50], LinearConfig())
+    assert newer.rows_ is not None and vocabulary.rows_ is None  # the rows of the newest vocabulary only

@@ -14,3 +14,23 @@ def test_laugh_variants_and_whitespace():
 
 def test_plain_text_is_unchanged():
     assert normalize_tweet("Hoy llueve en Santiago") == "Hoy llueve en Santiago"
+
+
+def test_every_emoji_takes_the_slow_path():
+    # The fast path skips demojize for text without these characters: an emoji outside them would stay unnamed.
+    import emoji
+
+    from backend.models import preprocess
+
+    missed = [e for e in emoji.EMOJI_DATA if not preprocess._MAYBE_EMOJI.search(e)]
+    assert missed == []
+
+
+def test_fast_path_normalizes_as_demojize_does():
+    import emoji
+
+    from backend.models.preprocess import _emoji_words
+
+    for text in ["sin emojis, con acentos: ñandú", "guion_bajo y © y ®", "comillas “así”…", "🇨🇱 chile", "a_b 😂"]:
+        slow = emoji.demojize(text, language="es", delimiters=(" emoji ", " emoji ")).replace("_", " ")
+        assert _emoji_words(text) == slow

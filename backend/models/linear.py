@@ -42,6 +42,15 @@ def _vectorizer(ngram_range: tuple[int, int], vocabulary: list[str] | None = Non
     return TfidfVectorizer(analyzer="char_wb", ngram_range=ngram_range, sublinear_tf=True, vocabulary=vocabulary)
 
 
+def _features(vectorizer: TfidfVectorizer, prepared: list[str]) -> Any:
+    """The TF-IDF rows of prepared texts: taken from the fit's own rows when it holds every one of them."""
+    kept: tuple[dict[str, int], Any] | None = getattr(vectorizer, "rows_", None)
+    if kept is not None and all(t in kept[0] for t in prepared):
+        index, matrix = kept
+        return matrix[[index[t] for t in prepared]]
+    return vectorizer.transform(prepared)
+
+
 @dataclass
 class LinearConfig:
     # docs/active-learning.md: C 1 and 3 measure the same, 10 and 30 worse below 100 labels.
@@ -78,7 +87,15 @@ class LinearClassifier:
         )
         if key not in _VOCABULARIES:
             prepare = normalize_tweet if config.normalize else str
-            _VOCABULARIES[key] = _vectorizer(config.ngram_range).fit([prepare(t) for t in texts])
+            prepared = [prepare(t) for t in texts]
+            vectorizer = _vectorizer(config.ngram_range)
+            # A run transforms the same texts again and again (folds, held-out part, refit, the unlabeled
+            # ones): the rows of the fit are kept, for the newest vocabulary only (they take memory).
+            matrix = vectorizer.fit_transform(prepared).tocsr()
+            vectorizer.rows_ = ({text: row for row, text in enumerate(prepared)}, matrix)
+            for older in _VOCABULARIES.values():
+                older.rows_ = None
+            _VOCABULARIES[key] = vectorizer
             while len(_VOCABULARIES) > 4:
                 del _VOCABULARIES[next(iter(_VOCABULARIES))]
         return _VOCABULARIES[key]
@@ -101,7 +118,7 @@ class LinearClassifier:
         # lbfgs, not liblinear: liblinear fits 10x faster here but reached .786 against .809 F1(xenófobo) at
         # 100 margin-chosen labels (5 seeds, docs/active-learning.md); a fit takes ~0.15 s either way is fine.
         model = LogisticRegression(C=config.c, class_weight="balanced", max_iter=3000)
-        model.fit(vectorizer.transform([prepare(t) for t in texts]), list(labels))
+        model.fit(_features(vectorizer, [prepare(t) for t in texts]), list(labels))
         return cls(vectorizer=vectorizer, model=model, labels=tuple(classes), normalize=config.normalize)
 
     @classmethod
@@ -144,7 +161,7 @@ class LinearClassifier:
         if not texts:
             return np.zeros((0, len(self.labels)))
         prepare = normalize_tweet if self.normalize else str
-        scores = self.model.decision_function(self.vectorizer.transform([prepare(t) for t in texts]))
+        scores = self.model.decision_function(_features(self.vectorizer, [prepare(t) for t in texts]))
         # Two classes: one score, for scikit-learn's second class; as logits, [0, score].
         logits = np.column_stack([np.zeros(len(scores)), scores]) if scores.ndim == 1 else scores
         # Columns in the order of `labels`, whatever order scikit-learn sorted the classes in.

@@ -18,6 +18,9 @@ _LAUGH = re.compile(r"\b(?:j+[aeiou]+){2,}j*\b", re.IGNORECASE)
 # "nooooo" -> "nooo": runs of 4+ of one character carry no more meaning than 3.
 _RUN = re.compile(r"(\w)\1{3,}")
 _SPACES = re.compile(r"\s+")
+# Every emoji holds © or ® or a character from U+2000 on (checked against the emoji package's table in the
+# tests): most tweets hold none, and demojize is two thirds of the time normalizing takes.
+_MAYBE_EMOJI = re.compile("[\u00a9\u00ae\u2000-\U0010ffff]")
 
 
 def _laugh(match: re.Match) -> str:
@@ -26,6 +29,8 @@ def _laugh(match: re.Match) -> str:
 
 
 def _emoji_words(text: str) -> str:
+    if not _MAYBE_EMOJI.search(text):
+        return text.replace("_", " ")  # as below: the words of emojis come with underscores, and so may text
     words = emoji.demojize(text, language="es", delimiters=(" emoji ", " emoji "))
     return words.replace("_", " ")
 

@@ -238,3 +238,31 @@ def test_a_backend_behind_basic_auth_is_connected_with_its_credentials(stack, tm
         assert [len(t.predictions) for t in tasks] == [1] * len(pool)
     finally:
         stop(proc)
+
+
+def test_the_client_reads_labels_and_unlabeled_tasks_as_a_training_needs(label_studio):
+    """The listings ask Label Studio for a few fields only (it applies them to nested annotations too): every
+    label still comes back, the newest annotation that was not skipped wins, and a task only skipped is no label
+    (Label Studio counts it as not annotated, so it is scored with the unlabeled ones)."""
+    from label_studio_sdk import LabelStudio
+
+    from backend.labelstudio.client import LabelStudioClient
+
+    url, token = label_studio
+    ls = LabelStudio(base_url=url, api_key=token)
+    config = parse_label_config(LABEL_CONFIG)
+    project = ls.projects.create(title="e2e client reads", label_config=LABEL_CONFIG).id
+    texts = ["cambió de opinión", "saltado", "uno ok", "sin etiqueta 1", "sin etiqueta 2 ñandú 😂"]
+    ids = list(
+        ls.projects.import_tasks(id=project, request=[{"text": t} for t in texts], return_task_ids=True).task_ids
+    )
+    ls.annotations.create(id=ids[0], result=[config.region("ok")])
+    ls.annotations.create(id=ids[0], result=[config.region("xenófobo")])  # newer: wins
+    ls.annotations.create(id=ids[1], result=[], was_cancelled=True)
+    ls.annotations.create(id=ids[2], result=[config.region("ok")])
+
+    client = LabelStudioClient(url, token)
+    labeled = {t.id: (t.text, t.label) for t in client.labeled_tasks(project, config)}
+    assert labeled == {ids[0]: (texts[0], "xenófobo"), ids[2]: (texts[2], "ok")}
+    unlabeled = {t.id: t.text for t in client.unlabeled(project, config)}
+    assert unlabeled == {ids[1]: texts[1], ids[3]: texts[3], ids[4]: texts[4]}
