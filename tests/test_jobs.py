@@ -1,9 +1,11 @@
-"""Jobs run by a real RQ worker (in-process, burst) against a real redis-server; Label Studio absent."""
+"""Jobs run by a real RQ worker (in-process, burst) against a real redis-server; Label Studio absent, or a stand-in
+that fails the way a test needs (the e2e tests run the jobs against a real one)."""
 
 from redis import Redis
 from rq import SimpleWorker
 from rq.job import Job, JobStatus
 
+from backend.errors import LabelStudioUnavailable, UnknownProject
 from backend.registry import Registry
 from backend.retraining.policy import RetrainPolicy
 from backend.settings import Settings
@@ -141,3 +143,49 @@ def test_a_fast_kind_writes_its_predictions_in_few_large_calls(monkeypatch):
     result = jobs.rescore_now(1, "abc123-project1-v2", Settings(rescore_chunk=2), xml=LABEL_CONFIG, tasks=tasks)
     assert calls == [5, 5, 2] and result["chunks"] == 3 and result["failed_chunks"] == 1
     assert result["predictions"] == 7
+
+
+class _LabelStudio:
+    """What finish_rescoring and not_connected ask of Label Studio, with its failures chosen by the test."""
+
+    def __init__(self, versions, refuse=()):
+        self.versions, self.refuse, self.switched_to, self.deleted = versions, refuse, None, []
+
+    def model_versions(self, project):
+        return dict(self.versions)
+
+    def set_model_version(self, project, version):
+        self.switched_to = version
+
+    def delete_predictions(self, project, version, *, timeout=None):
+        if version in self.refuse:
+            raise LabelStudioUnavailable(f"Label Studio answered 500 for deleting predictions of {version}")
+        self.deleted.append(version)
+
+    def ml_backend_urls(self, project):
+        raise UnknownProject(f"Label Studio at http://ls has no project {project} this token reads")
+
+
+def test_a_cleanup_label_studio_refuses_never_fails_a_switched_run(tmp_path, monkeypatch, caplog):
+    """Deleting 20,000 old predictions takes Label Studio minutes; when it fails, the project has switched
+    already: the run ends switched, the version not deleted is logged, and the next switch deletes it."""
+    from backend.retraining import jobs
+    from tests.helpers import v
+
+    registry = Registry(tmp_path)
+    old, older, new = v(registry, "1", 2), v(registry, "1", 1), v(registry, "1", 3)
+    studio = _LabelStudio({older: 10, old: 20, new: 20, "someone-else-v9": 5}, refuse={old})
+    monkeypatch.setattr(jobs, "_settings", lambda: Settings(model_dir=tmp_path))
+    monkeypatch.setattr(jobs, "_serving", lambda project, version, settings: object())
+    monkeypatch.setattr(jobs.LabelStudioClient, "from_settings", classmethod(lambda cls, settings: studio))
+    with caplog.at_level("WARNING"):
+        result = jobs.finish_rescoring(1, new)
+    assert result["status"] == "switched" and studio.switched_to == new
+    assert result["deleted_versions"] == studio.deleted == [older]
+    assert f"predictions of {old} not deleted" in caplog.text
+
+
+def test_an_event_for_a_project_label_studio_does_not_have_ends_as_not_connected():
+    from backend.retraining import jobs
+
+    assert "has no project 99" in jobs.not_connected(_LabelStudio({}), 99, "abc123")

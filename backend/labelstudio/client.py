@@ -80,7 +80,7 @@ class LabelStudioClient:
         self.ls = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
         # LABEL_STUDIO_ATTEMPTS and _BACKOFF are the only retries: the SDK's own 2 (1 s, 2 s) multiplied them.
         self.ls._client_wrapper.httpx_client.base_max_retries = 0
-        self._attempts, self._backoff = attempts, backoff
+        self._attempts, self._backoff, self.timeout = attempts, backoff, timeout
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LabelStudioClient:
@@ -112,14 +112,18 @@ class LabelStudioClient:
                 f"{exc.last_attempt.attempt_number} attempts: {_brief(cause)}"
             ) from cause
 
-    def label_config(self, project: int) -> str:
-        """The project's label config XML (parse it with label_config.parse_label_config)."""
+    def _of_project(self, project: int, what: str, fn: Callable[[], T]) -> T:
+        """_call, with Label Studio's 403 and 404 said as UnknownProject."""
         try:
-            found = self._call("reading the project", lambda: self.ls.projects.get(id=project))
+            return self._call(what, fn)
         except ApiError as exc:
             if exc.status_code in (403, 404):
                 raise UnknownProject(f"Label Studio at {self.url} has no project {project} this token reads") from exc
             raise
+
+    def label_config(self, project: int) -> str:
+        """The project's label config XML (parse it with label_config.parse_label_config)."""
+        found = self._of_project(project, "reading the project", lambda: self.ls.projects.get(id=project))
         return found.label_config or ""
 
     def _tasks(self, project: int, *, labeled: bool, include: str) -> list[dict]:
@@ -182,12 +186,20 @@ class LabelStudioClient:
 
     def ml_backend_urls(self, project: int) -> list[str]:
         """The URLs of the ML backends connected to the project."""
-        return self._call("listing ML backends", lambda: [m.url for m in self.ls.ml.list(project=project) if m.url])
+        return self._of_project(
+            project, "listing ML backends", lambda: [m.url for m in self.ls.ml.list(project=project) if m.url]
+        )
 
-    def delete_predictions(self, project: int, version: str) -> None:
+    def delete_predictions(self, project: int, version: str, *, timeout: float | None = None) -> None:
+        """`timeout`: Label Studio deletes about 100 predictions a second (docs/benchmarks.md), so a version of
+        20,000 takes minutes; a retry sent while the first request still runs is refused (500)."""
+
         def delete():
             answer = self.ls._client_wrapper.httpx_client.request(
-                f"api/projects/{project}/model-versions/", method="DELETE", json={"model_version": version}
+                f"api/projects/{project}/model-versions/",
+                method="DELETE",
+                json={"model_version": version},
+                request_options={"timeout": timeout or self.timeout},
             )
             answer.raise_for_status()
 

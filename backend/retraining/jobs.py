@@ -22,13 +22,15 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 import torch
+from label_studio_sdk.core.api_error import ApiError
 from rq import Queue, Retry, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job, JobStatus
 from transformers import TrainerCallback
 
-from ..errors import BackendError
+from ..errors import BackendError, UnknownProject
 from ..labelstudio.client import LabeledTask, LabelStudioClient, Task
 from ..labelstudio.label_config import parse_label_config
 from ..labelstudio.project_setup import SUSPECT_KEY, backend_instance
@@ -230,7 +232,10 @@ def not_connected(client: LabelStudioClient, project: int, instance: str) -> str
     """Why `project` is not served by this backend, or None when one of its ML backends is this one: a backend
     whose /health answers with this instance id (URLs differ between Label Studio, the browser and the worker,
     so the id, not the URL, says who it is). The worker must reach the backend at the URL Label Studio uses."""
-    urls = client.ml_backend_urls(project)
+    try:
+        urls = client.ml_backend_urls(project)
+    except UnknownProject as exc:  # deleted since the event, or another Label Studio's project id
+        return str(exc)
     if not urls:
         return f"Label Studio's project {project} has no ML backend connected"
     seen = []
@@ -406,7 +411,7 @@ def finish_rescoring(project: int, version: str, failed_chunks: int = 0) -> dict
     client = LabelStudioClient.from_settings(settings)
     if _serving(project, version, settings) is None:
         # A newer version was promoted meanwhile; its own final job switches the project.
-        client.delete_predictions(project, version)
+        _delete(client, project, [version], settings)
         return {"status": "superseded", "version": version}
     versions = client.model_versions(project)
     if not versions.get(version):
@@ -429,7 +434,19 @@ def finish_rescoring(project: int, version: str, failed_chunks: int = 0) -> dict
     # only ours: the names with this MODEL_DIR's instance id.
     registry = Registry(settings.model_dir)
     old = [name for name in versions if name != version and registry.ours(name)]
-    for name in old:
-        client.delete_predictions(project, name)
-    _progress(stage="done", version=version, deleted_versions=old)
-    return {"status": "switched", "version": version, "deleted_versions": old}
+    deleted = _delete(client, project, old, settings)
+    _progress(stage="done", version=version, deleted_versions=deleted)
+    return {"status": "switched", "version": version, "deleted_versions": deleted}
+
+
+def _delete(client: LabelStudioClient, project: int, names: list[str], settings: Settings) -> list[str]:
+    """Delete the predictions of `names`; those Label Studio did not delete are logged and left to the next
+    switch, which deletes every older version of ours: the project has switched, so cleanup never fails a job."""
+    deleted = []
+    for name in names:
+        try:
+            client.delete_predictions(project, name, timeout=settings.train_timeout)
+            deleted.append(name)
+        except (BackendError, ApiError, httpx.HTTPError) as exc:
+            log.warning("project %s: predictions of %s not deleted (%s); the next switch retries", project, name, exc)
+    return deleted
