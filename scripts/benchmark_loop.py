@@ -188,6 +188,7 @@ def jobs_of(redis, queue_name: str, version: str, timeout: float = 300) -> dict:
             "switch_wall": inline["switch_and_cleanup_seconds"],
             "switch_status": inline["switch"],
             "inline": True,
+            "suspects": (result.get("suspects") or {}).get("seconds", 0.0),
         }
     return {
         "tier": result.get("tier"),
@@ -250,8 +251,8 @@ def fast_tier(args) -> None:
             version = wait_switch(ls, project, stack.workers, since=previous)
             latencies.append(time.time() - started)
             rounds.append(jobs_of(redis, settings.rq_queue, version))
-            if rounds[-1].get("inline"):  # the job's wall time holds its chunks, the switch and the cleanup after it
-                rest = latencies[-1] - (rounds[-1]["train_wall"] - rounds[-1]["switch_wall"])
+            if rounds[-1].get("inline"):  # the job's wall time holds its chunks, the switch and what comes after it
+                rest = latencies[-1] - (rounds[-1]["train_wall"] - rounds[-1]["switch_wall"] - rounds[-1]["suspects"])
             else:
                 rest = latencies[-1] - rounds[-1]["train_wall"] - rounds[-1]["chunk_wall"]
             print(
