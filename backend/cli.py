@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     simulate.add_argument("--pool", required=True, type=Path, help="labeled tweets (text,label): the pool")
     simulate.add_argument("--test", type=Path, help="labeled tweets to test on (default: --test-size of the pool)")
     simulate.add_argument("--test-size", type=float, default=0.3, help="share of --pool held out per seed")
+    simulate.add_argument(
+        "--unlabeled",
+        type=Path,
+        help="the project's other tweets (text): never picked (no label), but in its vocabulary and latent features",
+    )
     simulate.add_argument("--strategies", default="margin,random", help="random and/or uncertainty strategies")
     simulate.add_argument("--kinds", help="model kinds, comma-separated (default: MODEL_KINDS)")
     simulate.add_argument("--batch", type=int, default=10, help="labels per round (the loop's RETRAIN_EVERY)")
@@ -288,6 +293,7 @@ def _simulate(args, settings: Settings) -> None:
         config=config,
         settings=settings,
         out=args.out,
+        unlabeled=[r["text"] for r in read_csv(args.unlabeled, ["text"])] if args.unlabeled else (),
     )
     print(format_summary(report))
     print(f"curves, table and chart in {args.out}/")

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     uncertainty: str = "margin"
     # RoBERTuito-style tweet normalization before tokenizing (handles, URLs, emojis, laughs).
     normalize_tweets: bool = True
+    # The linear kind's latent directions, learned from the project's texts (LSA; 0: n-grams only). Used from
+    # 2,000 texts on; docs/active-learning.md has the measurements.
+    linear_lsa_components: int = Field(default=100, ge=0, le=500)
     max_length: int = Field(default=128, ge=8, le=512)
     batch_size: int = Field(default=64, ge=1)
     # bfloat16 inference is about 1.65x faster on CPUs with AVX512-BF16/AMX and moves margins by 0.001 on

@@ -8,7 +8,8 @@ than MIN_LABELS_PER_CLASS labels there is no model and the batch is random (Labe
 promoted version is scored on the test set, and it picks the next batch: "random", or the tweets it is least
 sure about by an uncertainty strategy (backend.uncertainty). The full-pool figure (the same training on every
 pool label) says what the curves are heading for; "labels to 98%" is the first count at which a curve reaches
-98% of it.
+98% of it. `unlabeled`: the project's other tweets, which no strategy can pick (no label is known) but which
+are there in a real project, in its vocabulary and latent features; the test tweets never are.
 
 Writes to `out`: curves.json (every point of every seed), table.csv (mean and standard error per strategy and
 label count), learning_curve.html (plotly, offline) and learning_curve.png when an image exporter is installed.
@@ -87,6 +88,7 @@ def curve(
     settings: Settings,
     seed: int,
     progress: tqdm | None = None,
+    unlabeled: Sequence[str] = (),
 ) -> tuple[dict[int, float | None], dict[int, dict]]:
     """({labels: F1 of the selection metric's class on the test set} after every batch (None: no model yet),
     {labels: calibration of the served version on the test set} at the report points)."""
@@ -111,7 +113,7 @@ def curve(
                     settings=settings,
                     registry=registry,
                     scope="sim",
-                    unlabeled=[pool_x[i] for i in rest],
+                    unlabeled=[*(pool_x[i] for i in rest), *unlabeled],
                     serving=registry.current("sim"),
                 )
                 version = registry.current("sim")
@@ -165,11 +167,13 @@ def _score(probs: np.ndarray, labels: Sequence[str], truth: list[str], metric: s
     )
 
 
-def full_pool(pool_x, pool_y, test_x, test_y, classes, *, kinds, settings) -> float:
+def full_pool(pool_x, pool_y, test_x, test_y, classes, *, kinds, settings, unlabeled: Sequence[str] = ()) -> float:
     """The figure of the same training on every pool label."""
     with tempfile.TemporaryDirectory(prefix="simulate-full-") as folder:
         registry = Registry(folder)
-        outcome = train_version(pool_x, pool_y, classes, kinds=kinds, settings=settings, registry=registry, scope="sim")
+        outcome = train_version(
+            pool_x, pool_y, classes, kinds=kinds, settings=settings, registry=registry, scope="sim", unlabeled=unlabeled
+        )
         assert outcome.version is not None
         served = load_version(outcome.version, settings, dtype="float32")
         return _score(served.predict_proba(test_x), served.labels, test_y, selection_metric(classes, pool_y))
@@ -184,6 +188,7 @@ def simulate(
     settings: Settings,
     out: Path | None = None,
     progress: bool = True,
+    unlabeled: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Every strategy on every seed; the report (also written to `out` after each seed)."""
     config.check()
@@ -196,6 +201,7 @@ def simulate(
         "kinds": kinds,
         "classes": list(classes),
         "metric": selection_metric(classes, labels),
+        "unlabeled": len(unlabeled),
         "seeds": [],
     }
     with tqdm(total=rounds, desc="simulating", unit="round", disable=not progress) as bar:
@@ -207,7 +213,9 @@ def simulate(
             else:
                 pool_x, pool_y, (test_x, test_y) = texts, labels, fixed_test
             pool_x, pool_y, test_x, test_y = list(pool_x), list(pool_y), list(test_x), list(test_y)
-            full = full_pool(pool_x, pool_y, test_x, test_y, classes, kinds=kinds, settings=settings)
+            full = full_pool(
+                pool_x, pool_y, test_x, test_y, classes, kinds=kinds, settings=settings, unlabeled=unlabeled
+            )
             runs = {
                 strategy: curve(
                     strategy,
@@ -220,6 +228,7 @@ def simulate(
                     settings=settings,
                     seed=seed,
                     progress=bar,
+                    unlabeled=unlabeled,
                 )
                 for strategy in config.strategies
             }

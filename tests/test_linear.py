@@ -1,10 +1,15 @@
-"""The linear kind: fits in the project's class order, stores without pickle, loads back identical."""
+"""The linear kind: fits in the project's class order, stores without pickle, loads back identical; latent
+directions of the project's texts fold into the n-gram weights."""
 
 import json
 
 import numpy as np
+from scipy import sparse
+from sklearn.linear_model import LogisticRegression
 
+from backend.models import linear
 from backend.models.linear import CONFIG, WEIGHTS, LinearClassifier, LinearConfig
+from backend.models.preprocess import normalize_tweet
 from tests.helpers import pool_texts, read_demo
 
 ROWS = read_demo("tweets_labeled.csv")
@@ -59,3 +64,54 @@ def test_the_fit_rows_kept_give_what_a_fresh_transform_gives():
     assert kept.predict_logits(["un tuit que nadie escribió"]).shape == (1, 2)
     newer = LinearClassifier.vocabulary(texts[:50], LinearConfig())
     assert newer.rows_ is not None and vocabulary.rows_ is None  # the rows of the newest vocabulary only
+
+
+def _with_latent(features, basis, weight):
+    return sparse.hstack([features, sparse.csr_matrix(weight * (features @ basis.T))], format="csr")
+
+
+def _latent_fit(monkeypatch, components=20):
+    """A fit with latent directions on the demo's ~400 texts (below LSA_MIN_TEXTS, so lowered here)."""
+    monkeypatch.setattr(linear, "LSA_MIN_TEXTS", 100)
+    config = LinearConfig(lsa_components=components)
+    texts, labels = [r["text"] for r in ROWS], [r["label"] for r in ROWS]
+    vocabulary = LinearClassifier.vocabulary([*texts, *pool_texts()], config)
+    model = LinearClassifier.fit(texts, labels, ["ok", "xenófobo"], config=config, vectorizer=vocabulary)
+    return config, vocabulary, model
+
+
+def test_latent_directions_fold_into_one_weight_per_ngram(monkeypatch, tmp_path):
+    config, vocabulary, model = _latent_fit(monkeypatch)
+    assert vocabulary.lsa_.shape == (20, len(vocabulary.vocabulary_))
+    texts, labels = [r["text"] for r in ROWS], [r["label"] for r in ROWS]
+    # The same logistic regression on the n-grams and their latent coordinates, unfolded.
+    unfolded = LogisticRegression(C=config.c, class_weight="balanced", max_iter=3000)
+    features = vocabulary.transform([normalize_tweet(t) for t in texts])
+    unfolded.fit(_with_latent(features, vocabulary.lsa_, config.lsa_weight), labels)
+    others = pool_texts(100)
+    expected = unfolded.decision_function(
+        _with_latent(vocabulary.transform([normalize_tweet(t) for t in others]), vocabulary.lsa_, config.lsa_weight)
+    )
+    assert np.allclose(model.predict_logits(others)[:, 1], expected, atol=1e-5)
+    assert model.model.coef_.shape == (1, len(vocabulary.vocabulary_))
+    # Stored as before: n-gram weights only, and they load back to the same scores.
+    model.save(tmp_path)
+    loaded = LinearClassifier.load(tmp_path, version="project7-v2")
+    assert np.allclose(loaded.predict_logits(others), model.predict_logits(others))
+
+
+def test_the_latent_part_changes_the_model_and_can_be_turned_off(monkeypatch):
+    _, _, latent = _latent_fit(monkeypatch)
+    config, plain_vocabulary, plain = _latent_fit(monkeypatch, components=0)
+    assert plain_vocabulary.lsa_ is None
+    # Fitted on the n-grams its texts have, it is the regression on the whole vocabulary.
+    everything = LogisticRegression(C=config.c, class_weight="balanced", max_iter=3000).fit(
+        plain_vocabulary.transform([normalize_tweet(r["text"]) for r in ROWS]), [r["label"] for r in ROWS]
+    )
+    assert np.allclose(plain.model.coef_, everything.coef_, atol=1e-5)
+    assert not np.allclose(latent.predict_logits(pool_texts(50)), plain.predict_logits(pool_texts(50)), atol=1e-3)
+
+
+def test_too_few_texts_for_latent_directions_use_the_ngrams_alone():
+    vocabulary = LinearClassifier.vocabulary([*pool_texts(), "otro tuit"], LinearConfig())
+    assert len(vocabulary.rows_[0]) < linear.LSA_MIN_TEXTS and vocabulary.lsa_ is None

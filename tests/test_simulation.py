@@ -5,6 +5,8 @@ import json
 import pytest
 
 from backend.cli import main
+from backend.models import linear
+from backend.models.preprocess import normalize_tweet
 from backend.settings import Settings
 from backend.simulation import SimulationConfig, labels_to_reach, simulate, summary
 from tests.helpers import CONFIG, DEMO, read_demo
@@ -64,3 +66,19 @@ def test_summary_means_and_labels_to_reach():
 def test_the_command_refuses_unknown_strategies(tmp_path):
     with pytest.raises(SystemExit, match="strategies"):
         main(["simulate", "--pool", str(DEMO / "tweets_labeled.csv"), "--strategies", "oracle", "--out", str(tmp_path)])
+
+
+def test_the_projects_other_tweets_shape_the_vocabulary_and_are_never_picked(tmp_path):
+    other = ["un tuit del proyecto que nadie etiquetó zzqxw"]
+    report = simulate(
+        read_demo("tweets_labeled.csv"),
+        None,
+        CONFIG.classes,
+        config=SimulationConfig(strategies=["margin"], kinds=["linear"], max_labels=20, seeds=1, report_at=[20]),
+        settings=Settings(),
+        progress=False,
+        unlabeled=other,
+    )
+    assert report["unlabeled"] == 1 and list(report["seeds"][0]["curves"]["margin"]) == ["10", "20"]
+    newest = list(linear._VOCABULARIES.values())[-1]
+    assert normalize_tweet(other[0]) in newest.rows_[0] and "zzqxw" in " ".join(newest.vocabulary_)

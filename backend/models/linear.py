@@ -4,7 +4,10 @@ Chosen by measurement on the real tweets (docs/active-learning.md): with margin 
 100 labels what the fine-tuned MiniLM does not reach in 300, trains in well under a second and scores
 thousands of tweets in a fraction of one, so the loop can retrain after every batch of annotations.
 The n-gram vocabulary is learned from every text of the project, labeled or not (the unlabeled tweets are
-there anyway); the weights only from the labels. Stored as JSON and numpy arrays: loading runs no code.
+there anyway), and so are latent directions of those n-grams (LSA: a truncated SVD of the texts' TF-IDF rows);
+the weights only from the labels, on the n-grams and their latent coordinates. The latent part is linear in
+the n-grams, so it folds into one weight per n-gram: the stored model is a plain linear model over the
+vocabulary. Stored as JSON and numpy arrays: loading runs no code.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy import sparse
+from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
@@ -34,8 +39,18 @@ WEIGHTS = "linear.npz"
 CONFIG = "linear.json"
 
 
-# Fitted vectorizers by (options, texts): read-only once fitted, so runs and folds can share them.
+# Fitted vectorizers by (options, texts): read-only once fitted, so runs and folds can share them. Two: each
+# holds its latent directions (tens of MB for thousands of tweets), and a run uses one.
 _VOCABULARIES: dict[tuple, TfidfVectorizer] = {}
+_KEEP_VOCABULARIES = 2
+
+# Latent directions need many texts to mean something: with the 1,088 texts of a simulation pool alone they
+# made margin sampling worse (-.01 F1 at 50-200 labels), with 3,374 (the pool and other tweets of the same
+# source) better (+.07 at 50, +.03 at 300, level at 150-200; docs/active-learning.md). Between the two it was
+# not measured. Below LSA_MIN_TEXTS texts the model uses the n-grams alone.
+LSA_MIN_TEXTS = 2_000
+# The directions are fitted on at most this many texts (a fixed sample): seconds, whatever the project's size.
+LSA_MAX_TEXTS = 5_000
 
 
 def _vectorizer(ngram_range: tuple[int, int], vocabulary: list[str] | None = None) -> TfidfVectorizer:
@@ -51,16 +66,31 @@ def _features(vectorizer: TfidfVectorizer, prepared: list[str]) -> Any:
     return vectorizer.transform(prepared)
 
 
+def _lsa_basis(matrix: Any, components: int) -> np.ndarray | None:
+    """(components, vocabulary) latent directions of the texts' TF-IDF rows; None for too few texts."""
+    rows = matrix.shape[0]
+    if not components or rows < LSA_MIN_TEXTS:
+        return None
+    if rows > LSA_MAX_TEXTS:
+        matrix = matrix[np.sort(np.random.default_rng(0).choice(rows, LSA_MAX_TEXTS, replace=False))]
+    svd = TruncatedSVD(min(components, matrix.shape[1] - 1), random_state=0)
+    return svd.fit(matrix).components_.astype(np.float32)
+
+
 @dataclass
 class LinearConfig:
     # docs/active-learning.md: C 1 and 3 measure the same, 10 and 30 worse below 100 labels.
     c: float = 3.0
     ngram_range: tuple[int, int] = (2, 5)
     normalize: bool = True
+    # Latent directions (0: none) and the scale of their coordinates beside the n-grams'. 100 and 3: the best
+    # of 100/200/300 directions and scales 3/5 on 10 seeds; 50-150 and 2-4 gained alike on 10 others.
+    lsa_components: int = 100
+    lsa_weight: float = 3.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LinearConfig:
-        return cls(normalize=settings.normalize_tweets)
+        return cls(normalize=settings.normalize_tweets, lsa_components=settings.linear_lsa_components)
 
 
 @dataclass
@@ -83,6 +113,7 @@ class LinearClassifier:
         key = (
             config.normalize,
             config.ngram_range,
+            config.lsa_components,
             hashlib.sha1("\x00".join(sorted(texts)).encode("utf-8", "replace")).digest(),
         )
         if key not in _VOCABULARIES:
@@ -93,10 +124,11 @@ class LinearClassifier:
             # ones): the rows of the fit are kept, for the newest vocabulary only (they take memory).
             matrix = vectorizer.fit_transform(prepared).tocsr()
             vectorizer.rows_ = ({text: row for row, text in enumerate(prepared)}, matrix)
+            vectorizer.lsa_ = _lsa_basis(matrix, config.lsa_components)
             for older in _VOCABULARIES.values():
                 older.rows_ = None
             _VOCABULARIES[key] = vectorizer
-            while len(_VOCABULARIES) > 4:
+            while len(_VOCABULARIES) > _KEEP_VOCABULARIES:
                 del _VOCABULARIES[next(iter(_VOCABULARIES))]
         return _VOCABULARIES[key]
 
@@ -118,7 +150,23 @@ class LinearClassifier:
         # lbfgs, not liblinear: liblinear fits 10x faster here but reached .786 against .809 F1(xenófobo) at
         # 100 margin-chosen labels (5 seeds, docs/active-learning.md); a fit takes ~0.15 s either way is fine.
         model = LogisticRegression(C=config.c, class_weight="balanced", max_iter=3000)
-        model.fit(_features(vectorizer, [prepare(t) for t in texts]), list(labels))
+        features = _features(vectorizer, [prepare(t) for t in texts]).tocsr()
+        # An n-gram absent from every training text gets weight 0 at the optimum (only the L2 penalty touches
+        # it): fitting on the n-grams present (a few thousand of ~100,000) gives the same model, with fewer
+        # weights to optimize.
+        present = np.unique(features.indices)
+        columns = [features[:, present]]
+        basis: np.ndarray | None = getattr(vectorizer, "lsa_", None)
+        if basis is not None:
+            columns.append(sparse.csr_matrix(config.lsa_weight * (columns[0] @ basis[:, present].T)))
+        model.fit(sparse.hstack(columns, format="csr"), list(labels))
+        coef = np.zeros((model.coef_.shape[0], features.shape[1]))
+        coef[:, present] = model.coef_[:, : len(present)]
+        if basis is not None:
+            # Scores are linear in the latent coordinates, which are linear in the n-grams: their weights fold
+            # into the n-grams' (w + weight * v @ basis), so serving and storage see the n-grams only.
+            coef += config.lsa_weight * (model.coef_[:, len(present) :] @ basis)
+        model.coef_, model.n_features_in_ = coef, features.shape[1]
         return cls(vectorizer=vectorizer, model=model, labels=tuple(classes), normalize=config.normalize)
 
     @classmethod
