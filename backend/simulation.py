@@ -213,9 +213,10 @@ def simulate(
             else:
                 pool_x, pool_y, (test_x, test_y) = texts, labels, fixed_test
             pool_x, pool_y, test_x, test_y = list(pool_x), list(pool_y), list(test_x), list(test_y)
-            full = full_pool(
-                pool_x, pool_y, test_x, test_y, classes, kinds=kinds, settings=settings, unlabeled=unlabeled
-            )
+            # A test tweet among the project's other tweets would shape the features it is tested with.
+            tested = set(test_x)
+            others = [t for t in unlabeled if t not in tested]
+            full = full_pool(pool_x, pool_y, test_x, test_y, classes, kinds=kinds, settings=settings, unlabeled=others)
             runs = {
                 strategy: curve(
                     strategy,
@@ -228,7 +229,7 @@ def simulate(
                     settings=settings,
                     seed=seed,
                     progress=bar,
-                    unlabeled=unlabeled,
+                    unlabeled=others,
                 )
                 for strategy in config.strategies
             }

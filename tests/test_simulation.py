@@ -69,16 +69,20 @@ def test_the_command_refuses_unknown_strategies(tmp_path):
 
 
 def test_the_projects_other_tweets_shape_the_vocabulary_and_are_never_picked(tmp_path):
-    other = ["un tuit del proyecto que nadie etiquetó zzqxw"]
+    rows = read_demo("tweets_labeled.csv")
+    test_rows, pool_rows = rows[:40], rows[40:]
+    # A test tweet passed among them stays out: it would shape the features it is tested with.
+    other = ["un tuit del proyecto que nadie etiquetó zzqxw", test_rows[0]["text"]]
     report = simulate(
-        read_demo("tweets_labeled.csv"),
-        None,
+        pool_rows,
+        test_rows,
         CONFIG.classes,
         config=SimulationConfig(strategies=["margin"], kinds=["linear"], max_labels=20, seeds=1, report_at=[20]),
         settings=Settings(),
         progress=False,
         unlabeled=other,
     )
-    assert report["unlabeled"] == 1 and list(report["seeds"][0]["curves"]["margin"]) == ["10", "20"]
+    assert list(report["seeds"][0]["curves"]["margin"]) == ["10", "20"]
     newest = list(linear._VOCABULARIES.values())[-1]
     assert normalize_tweet(other[0]) in newest.rows_[0] and "zzqxw" in " ".join(newest.vocabulary_)
+    assert normalize_tweet(other[1]) not in newest.rows_[0]
