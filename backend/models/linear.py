@@ -47,7 +47,9 @@ _KEEP_VOCABULARIES = 2
 # Latent directions need many texts to mean something: with the 1,088 texts of a simulation pool alone they
 # made margin sampling worse (-.01 F1 at 50-200 labels), with 3,374 (the pool and other tweets of the same
 # source) better (+.07 at 50, +.03 at 300, level at 150-200); with 2,000, +.07 at 50 and within about one
-# standard error from 100 on (docs/active-learning.md). Below LSA_MIN_TEXTS texts: the n-grams alone.
+# standard error from 100 on (docs/active-learning.md). Below LSA_MIN_TEXTS texts: the n-grams alone. Fewer
+# directions for fewer texts (one per 20) helped the first 50 labels only, and lifted random sampling so much
+# that the uncertainty queue saved few labels after those (docs: "Fewer directions for fewer texts").
 LSA_MIN_TEXTS = 2_000
 # The directions are fitted on at most this many texts (a fixed sample): seconds, whatever the project's size.
 LSA_MAX_TEXTS = 5_000
