@@ -239,9 +239,9 @@ def _train(args, settings: Settings) -> None:
     from .models.finetune import TrainConfig
     from .models.training import train_version
     from .registry import Registry, scope_of
-    from .tables import read_csv
+    from .tables import labeled_rows, read_csv
 
-    rows = [r for r in read_csv(args.csv, ["text", "label"]) if r["label"].strip()]
+    texts, labels = labeled_rows(read_csv(args.csv, ["text", "label"]))
     if args.kinds:
         settings = settings.model_copy(
             update={"model_kinds": Settings.model_validate({"model_kinds": args.kinds}).model_kinds}
@@ -249,9 +249,9 @@ def _train(args, settings: Settings) -> None:
     registry = Registry(settings.model_dir)
     scope = scope_of(args.project)
     outcome = train_version(
-        [r["text"] for r in rows],
-        [r["label"].strip() for r in rows],
-        sorted({r["label"].strip() for r in rows}),
+        texts,
+        labels,
+        sorted(set(labels)),
         kinds=settings.kinds,
         settings=settings.model_copy(update={"model_name": args.base_model}) if args.base_model else settings,
         registry=registry,

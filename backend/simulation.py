@@ -37,6 +37,7 @@ from .models.loader import load_version
 from .models.training import selection_metric, train_version
 from .registry import Registry
 from .settings import Settings
+from .tables import labeled_rows
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,12 @@ class SimulationConfig:
             raise ValueError("need batch >= 1, start >= 2, max_labels >= start and seeds >= 1")
 
 
-def _labeled(rows: list[dict], classes: Sequence[str]) -> tuple[list[str], list[str]]:
-    kept = [r for r in rows if (r.get("label") or "").strip() in classes]
-    return [r["text"] for r in kept], [r["label"].strip() for r in kept]
+def _labeled(rows: list[dict], classes: Sequence[str], what: str) -> tuple[list[str], list[str]]:
+    texts, labels = labeled_rows(rows, classes)
+    missing = [c for c in classes if c not in labels]
+    if missing:
+        raise ValueError(f"the {what} has no tweet labeled {missing}: every class is needed to learn and to measure")
+    return texts, labels
 
 
 def _first_labels(pool_y: list[str], start: int, rng: np.random.Generator) -> list[int]:
@@ -193,8 +197,8 @@ def simulate(
     """Every strategy on every seed; the report (also written to `out` after each seed)."""
     config.check()
     kinds = config.kinds or settings.kinds
-    texts, labels = _labeled(pool_rows, classes)
-    fixed_test = _labeled(test_rows, classes) if test_rows is not None else None
+    texts, labels = _labeled(pool_rows, classes, "pool")
+    fixed_test = _labeled(test_rows, classes, "test set") if test_rows is not None else None
     rounds = config.seeds * len(config.strategies) * (1 + -(-(config.max_labels - config.start) // config.batch))
     report: dict[str, Any] = {
         "config": asdict(config),

@@ -1,22 +1,60 @@
-"""Tables of tweets as files: the one CSV reader (with required columns) and the one writer (CSV or JSON)."""
+"""Tables of tweets as files: the one CSV reader (with required columns), the one reading of its labels, and the
+one writer (CSV or JSON)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 
 def read_csv(path: Path, required: Sequence[str] = ("text",)) -> list[dict]:
     """Every row of a UTF-8 CSV with a header; ValueError naming the missing columns. Bytes that are not UTF-8
-    become U+FFFD: one broken tweet never stops an import."""
-    with Path(path).open(newline="", encoding="utf-8", errors="replace") as handle:
+    become U+FFFD: one broken tweet never stops an import. A byte-order mark (Excel's "CSV UTF-8") is not part
+    of the first column's name."""
+    with Path(path).open(newline="", encoding="utf-8-sig", errors="replace") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path} lacks column(s) {missing}; found {reader.fieldnames}")
         return list(reader)
+
+
+def _label_key(label: str) -> str:
+    return unicodedata.normalize("NFC", label).strip().casefold()
+
+
+def class_of(label: str, classes: Sequence[str]) -> str | None:
+    """The class `label` names, spelled as in `classes`: spreadsheets and other tools change case, spacing and
+    the Unicode form of accents ("Xenófobo ", "xeno\u0301fobo" with a combining accent). None: it names none."""
+    key = _label_key(label)
+    return next((c for c in classes if _label_key(c) == key), None)
+
+
+def labeled_rows(rows: Sequence[dict], classes: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """(texts, labels) of the rows with a label (a row without one is skipped); each label spelled as its class
+    in `classes` (None: as the CSV spells it, in NFC). ValueError naming the labels that are no class, with
+    their counts: a silently dropped label would change what is learned or measured."""
+    texts: list[str] = []
+    labels: list[str] = []
+    unknown: Counter[str] = Counter()
+    for row in rows:
+        raw = row.get("label") or ""
+        if not raw.strip():
+            continue
+        label = class_of(raw, classes) if classes is not None else unicodedata.normalize("NFC", raw).strip()
+        if label is None:
+            unknown[raw.strip()] += 1
+            continue
+        texts.append(row.get("text") or "")
+        labels.append(label)
+    if unknown:
+        found = ", ".join(f"{name!r} ({count})" for name, count in unknown.most_common(5))
+        raise ValueError(f"labels that are not among {list(classes or [])}: {found}")
+    return texts, labels
 
 
 def write_table(table: list[dict], out: Path, columns: list[str]) -> None:

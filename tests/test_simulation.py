@@ -86,3 +86,10 @@ def test_the_projects_other_tweets_shape_the_vocabulary_and_are_never_picked(tmp
     newest = list(linear._VOCABULARIES.values())[-1]
     assert normalize_tweet(other[0]) in newest.rows_[0] and "zzqxw" in " ".join(newest.vocabulary_)
     assert normalize_tweet(other[1]) not in newest.rows_[0]
+
+
+def test_a_test_set_without_a_class_is_refused_with_its_name(tmp_path):
+    only_ok = tmp_path / "test.csv"
+    only_ok.write_text("text,label\n" + "".join(f'"{i}",ok\n' for i in range(20)), encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"test set has no tweet labeled \['xenófobo'\]"):
+        main(["simulate", "--pool", str(DEMO / "tweets_labeled.csv"), "--test", str(only_ok), "--out", str(tmp_path)])

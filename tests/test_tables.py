@@ -1,6 +1,6 @@
 import pytest
 
-from backend.tables import read_csv
+from backend.tables import class_of, labeled_rows, read_csv
 
 
 def test_a_csv_with_bytes_that_are_not_utf8_still_reads(tmp_path):
@@ -11,3 +11,26 @@ def test_a_csv_with_bytes_that_are_not_utf8_still_reads(tmp_path):
     assert "\ufffd" in rows[0]["text"] and rows[0]["text"].startswith("hola")
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['label'\]"):
         read_csv(path, ["text", "label"])
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("text,label\nhola,ok\n".encode("utf-8-sig"))
+    assert read_csv(path, ["text", "label"]) == [{"text": "hola", "label": "ok"}]
+
+
+def test_labels_are_read_as_their_class_whatever_the_spelling():
+    classes = ("ok", "xenófobo")
+    assert class_of("Xenófobo ", classes) == "xenófobo"
+    assert class_of("xeno\u0301fobo", classes) == "xenófobo"  # a combining accent (NFD), as macOS writes it
+    assert class_of("OK", classes) == "ok"
+    assert class_of("xenofobo", classes) is None  # another word: never guessed
+    rows = [{"text": "a", "label": " OK"}, {"text": "b", "label": ""}, {"text": "c", "label": "XENÓFOBO"}]
+    assert labeled_rows(rows, classes) == (["a", "c"], ["ok", "xenófobo"])
+    assert labeled_rows([{"text": "a", "label": "xeno\u0301fobo "}]) == (["a"], ["xenófobo"])
+
+
+def test_a_label_that_is_no_class_is_named_not_dropped():
+    rows = [{"text": "a", "label": "ok"}, *({"text": "b", "label": "racista"} for _ in range(3))]
+    with pytest.raises(ValueError, match=r"'racista' \(3\)"):
+        labeled_rows(rows, ("ok", "xenófobo"))

@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 
+from ..tables import class_of
 from .client import as_dict, model_version_counts
 from .label_config import parse_label_config
 
@@ -227,10 +228,11 @@ def setup_project(
             continue
         seen.add(source_id)
         task: dict[str, Any] = {"data": {config.data_key: row["text"], SOURCE_ID: source_id}}
-        label = (row.get("label") or "").strip()
-        if label:
-            if label not in config.classes:
-                raise ValueError(f"row {source_id}: label {label!r} is not among {list(config.classes)}")
+        raw = (row.get("label") or "").strip()
+        if raw:
+            label = class_of(raw, config.classes)
+            if label is None:
+                raise ValueError(f"row {source_id}: label {raw!r} is not among {list(config.classes)}")
             task["annotations"] = [{"result": [config.region(label)]}]
             report.annotated += 1
         tasks.append(task)

@@ -88,6 +88,7 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
         {"id": f"l{i}", "text": r["text"], "label": r["label"]}
         for i, r in enumerate(read_demo("tweets_labeled.csv")[:10])
     ]
+    labeled[0]["label"] = f" {labeled[0]['label'].upper()}"  # as a spreadsheet may spell it: imported as the class
     pool = [{"id": f"p{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[:20])]
     version = Registry(trained_model_dir).current("default").name
 
@@ -117,6 +118,8 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
     tasks = list(ls.tasks.list(project=pid, fields="all", page_size=100))
     assert len(tasks) == 31
     assert sum(1 for t in tasks if t.annotations) == 10
+    chosen = {a["result"][0]["value"]["choices"][0] for t in tasks for a in t.annotations}
+    assert chosen and chosen <= set(parse_label_config(LABEL_CONFIG).classes)
     assert len(ls.ml.list(project=pid)) == 1
     # Label Studio sends events through the webhook setup made (its own would carry no secret), and its Start
     # Training through the ML connection, whose basic auth carries the secret.
