@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def read_csv(path: Path, required: Sequence[str] = ("text",)) -> list[dict]:
@@ -34,10 +37,13 @@ def class_of(label: str, classes: Sequence[str]) -> str | None:
     return next((c for c in classes if _label_key(c) == key), None)
 
 
-def labeled_rows(rows: Sequence[dict], classes: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+def labeled_rows(
+    rows: Sequence[dict], classes: Sequence[str] | None = None, *, strict: bool = True
+) -> tuple[list[str], list[str]]:
     """(texts, labels) of the rows with a label (a row without one is skipped); each label spelled as its class
-    in `classes` (None: as the CSV spells it, in NFC). ValueError naming the labels that are no class, with
-    their counts: a silently dropped label would change what is learned or measured."""
+    in `classes` (None: as the CSV spells it, in NFC). Labels that are no class are named with their counts: a
+    ValueError, or with `strict=False` a warning and those rows left out; never silently, since they change
+    what is learned or measured."""
     texts: list[str] = []
     labels: list[str] = []
     unknown: Counter[str] = Counter()
@@ -53,7 +59,10 @@ def labeled_rows(rows: Sequence[dict], classes: Sequence[str] | None = None) -> 
         labels.append(label)
     if unknown:
         found = ", ".join(f"{name!r} ({count})" for name, count in unknown.most_common(5))
-        raise ValueError(f"labels that are not among {list(classes or [])}: {found}")
+        message = f"labels that are not among {list(classes or [])}: {found}"
+        if strict:
+            raise ValueError(message)
+        log.warning("%s; those %d rows are left out", message, sum(unknown.values()))
     return texts, labels
 
 

@@ -34,3 +34,9 @@ def test_a_label_that_is_no_class_is_named_not_dropped():
     rows = [{"text": "a", "label": "ok"}, *({"text": "b", "label": "racista"} for _ in range(3))]
     with pytest.raises(ValueError, match=r"'racista' \(3\)"):
         labeled_rows(rows, ("ok", "xenófobo"))
+
+
+def test_a_lenient_reading_leaves_such_rows_out_with_a_warning(caplog):
+    rows = [{"text": "a", "label": "ok"}, {"text": "b", "label": "racista"}]
+    assert labeled_rows(rows, ("ok", "xenófobo"), strict=False) == (["a"], ["ok"])
+    assert "'racista' (1)" in caplog.text and "1 rows are left out" in caplog.text
