@@ -200,6 +200,13 @@ def simulate(
     kinds = config.kinds or settings.kinds
     texts, labels = _labeled(pool_rows, classes, "pool")
     fixed_test = _labeled(test_rows, classes, "test set") if test_rows is not None else None
+    if fixed_test is not None:
+        # A test tweet in the pool could be picked and learned: the test would measure memory.
+        tested = set(fixed_test[0])
+        kept = [i for i, text in enumerate(texts) if text not in tested]
+        if len(kept) < len(texts):
+            log.warning("%d pool tweets are also in the test set: left out of the pool", len(texts) - len(kept))
+            texts, labels = _labeled([{"text": texts[i], "label": labels[i]} for i in kept], classes, "pool")
     rounds = config.seeds * len(config.strategies) * (1 + -(-(config.max_labels - config.start) // config.batch))
     report: dict[str, Any] = {
         "config": asdict(config),

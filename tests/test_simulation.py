@@ -93,3 +93,19 @@ def test_a_test_set_without_a_class_is_refused_with_its_name(tmp_path):
     only_ok.write_text("text,label\n" + "".join(f'"{i}",ok\n' for i in range(20)), encoding="utf-8")
     with pytest.raises(SystemExit, match=r"test set has no tweet labeled \['xenófobo'\]"):
         main(["simulate", "--pool", str(DEMO / "tweets_labeled.csv"), "--test", str(only_ok), "--out", str(tmp_path)])
+
+
+def test_pool_tweets_that_are_also_test_tweets_are_left_out_of_the_pool(caplog):
+    rows = read_demo("tweets_labeled.csv")
+    test_rows = rows[:40]
+    report = simulate(
+        rows,  # the test tweets among them
+        test_rows,
+        CONFIG.classes,
+        config=SimulationConfig(strategies=["margin"], kinds=["linear"], max_labels=10, seeds=1, report_at=[10]),
+        settings=Settings(),
+        progress=False,
+    )
+    tested = {r["text"] for r in test_rows}
+    assert report["seeds"][0]["pool"] == sum(1 for r in rows if r["text"] not in tested) == len(rows) - 40
+    assert "also in the test set" in caplog.text
