@@ -59,12 +59,13 @@ image:
 smoke: $(VENV)/.installed
 	$(PY) -m backend smoke $(if $(URL),--backend-url $(URL)) $(if $(PROJECT),--project $(PROJECT)) $(SMOKE_ARGS)
 
+# HF_HUB_OFFLINE from the shell (0: MODEL_NAME may be a hub id), 1 when unset.
 serve: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m backend serve
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(PY) -m backend serve
 
 # An RQ worker for the retraining loop (needs Redis at REDIS_URL and LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY).
 worker: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m backend worker
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(PY) -m backend worker
 
 benchmark: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark_predict.py

@@ -190,7 +190,7 @@ def create_app(
     @app.get("/report")
     def project_report():
         project = request.args.get("project", "")
-        if not (project.isascii() and project.isdigit() and 0 < len(project) <= 10 and int(project) > 0):
+        if not (PROJECT_ID.fullmatch(project) and int(project) > 0):
             raise BadRequest("/report needs `project`: a Label Studio project id, e.g. /report?project=1")
         page = report.render(report.gather(int(project), settings, store), plotly_src="report/plotly.min.js")
         return Response(page, content_type="text/html; charset=utf-8")

@@ -1,5 +1,5 @@
 """Command line: `python -m backend serve | worker | run | train | predict | export | report | versions |
-rollback | setup-project | simulate`.
+rollback | setup-project | simulate | smoke`.
 
 Each command is a thin wrapper over a package function; heavy imports happen inside the commands.
 """
@@ -40,12 +40,16 @@ def main(argv: list[str] | None = None) -> None:
     predict.add_argument("--csv", required=True, type=Path)
     predict.add_argument("--out", required=True, type=Path)
     predict.add_argument("--project", help="use this project's version (default: the default version)")
-    predict.add_argument("--threshold", type=float, help="keep only rows with margin <= THRESHOLD")
+    predict.add_argument(
+        "--threshold", type=float, help="keep only rows scored <= THRESHOLD (the UNCERTAINTY score; margin by default)"
+    )
 
     export = commands.add_parser("export", help="a Label Studio project's unlabeled tasks, most uncertain first")
     export.add_argument("--project", required=True, type=int)
     export.add_argument("--out", required=True, type=Path, help="a .csv or .json file")
-    export.add_argument("--threshold", type=float, help="keep only tasks with margin <= THRESHOLD")
+    export.add_argument(
+        "--threshold", type=float, help="keep only tasks scored <= THRESHOLD (the UNCERTAINTY score; margin by default)"
+    )
 
     report = commands.add_parser(
         "report",

@@ -57,10 +57,11 @@ class Settings(BaseSettings):
     # differ in docker compose, where the backend reaches it as http://label-studio:8080).
     label_studio_public_url: str = ""
 
-    # Basic auth on every route but /health and /webhook (Label Studio sends webhooks without it).
+    # Basic auth on every route but /health (and GET /); on /webhook only while there is no webhook_secret: Label
+    # Studio's webhooks carry the secret header, its Start Training basic auth (the user's, or the secret as password).
     basic_auth_user: str = ""
     basic_auth_pass: SecretStr = SecretStr("")
-    # When set, /webhook requires the header `X-Webhook-Secret` with this value.
+    # When set, /webhook requires the header `X-Webhook-Secret` with this value, or basic auth with it as password.
     webhook_secret: SecretStr = SecretStr("")
 
     # A Hugging Face id or a local directory: the base model, or a checkpoint served as is.
@@ -204,7 +205,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _auth_needs_a_password(self) -> Settings:
-        if self.basic_auth_user and not self.basic_auth_pass.get_secret_value():
+        has_pass = bool(self.basic_auth_pass.get_secret_value())
+        if self.basic_auth_user and not has_pass:
             # Else every route would open to whoever sends the user name with an empty password.
             raise ValueError("BASIC_AUTH_USER is set but BASIC_AUTH_PASS is empty: set both, or neither")
+        if has_pass and not self.basic_auth_user:
+            # Else auth would silently stay off: whoever set a password meant routes to need it.
+            raise ValueError("BASIC_AUTH_PASS is set but BASIC_AUTH_USER is empty: set both, or neither")
         return self

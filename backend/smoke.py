@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import requests
+from dotenv import dotenv_values
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -447,7 +448,9 @@ def check_training(s: Smoke, project: int) -> Result:
 
 def settings_with_stack(settings: Settings) -> tuple[Settings, str]:
     """The settings, over those `make run` wrote to its STACK_DIR (it chooses Redis's port at start)."""
-    written = Path(os.environ.get("STACK_DIR") or ROOT / ".stack") / BACKEND_ENV
+    # Where the launcher looks: the environment, then .env.
+    stack_dir = os.environ.get("STACK_DIR") or dotenv_values(ROOT / ".env").get("STACK_DIR")
+    written = Path(stack_dir or ROOT / ".stack") / BACKEND_ENV
     if not written.is_file():
         return settings, "the environment and .env"
     return Settings(_env_file=(".env", written)), f"the environment, .env and {written} (make run's)"  # type: ignore[call-arg]

@@ -45,6 +45,8 @@ STACK_SETTINGS = {
     "RQ_DASHBOARD_PASSWORD",
     "BACKEND_BIND",
     "RQ_DASHBOARD_BIND",
+    "STACK_DIR",  # make run only, as the two below
+    "LABEL_STUDIO_BIN",
 }
 
 

@@ -86,13 +86,15 @@ def test_the_webhook_answers_503_without_the_password_and_logs_why(redis_server,
         assert leak not in answer.get_data(as_text=True) and leak not in caplog.text
 
 
-def test_any_password_works_in_the_url_when_quoted(tmp_path):
-    """`make run` takes REDIS_PASSWORD from .env as it is: the URL quotes it, redis-server gets it raw."""
-    server = RedisServer(tmp_path, password="p@ss:w/rd #1%").start()
+def test_any_password_works_in_the_url_when_quoted_and_no_command_line_shows_it(tmp_path):
+    """`make run` takes REDIS_PASSWORD from .env as it is: the URL quotes it, redis-server reads it from stdin."""
+    password = 'p@ss:w/rd #1% "quoted" \\ ñandú'
+    server = RedisServer(tmp_path, password=password).start()
     try:
         assert connect(_settings(tmp_path, server.url)).ping()
         with pytest.raises(AuthenticationError):
-            connect(_settings(tmp_path, _url(server, "p@ss:w/rd #2%"))).ping()
+            connect(_settings(tmp_path, _url(server, password[:-1]))).ping()
+        assert not any("ñandú" in str(arg) for arg in server.proc.args)  # what `ps` could show before the title changes
     finally:
         server.stop()
 

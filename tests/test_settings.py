@@ -22,6 +22,11 @@ def test_a_user_without_a_password_refuses_to_start(monkeypatch):
     assert Settings(basic_auth_user="", basic_auth_pass="").basic_auth is None
 
 
+def test_a_password_without_a_user_refuses_to_start_rather_than_leave_auth_off():
+    with pytest.raises(ValidationError, match="BASIC_AUTH_USER is empty"):
+        Settings(basic_auth_user="", basic_auth_pass="s3cret")
+
+
 def test_the_command_line_names_the_invalid_setting(monkeypatch, capsys):
     from backend.cli import main
 

