@@ -62,7 +62,7 @@ def labeled_rows(
         message = f"labels that are not among {list(classes or [])}: {found}"
         if strict:
             raise ValueError(message)
-        log.warning("%s; those %d rows are left out", message, sum(unknown.values()))
+        log.warning("%s; left out: %d row(s)", message, sum(unknown.values()))
     return texts, labels
 
 

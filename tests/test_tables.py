@@ -39,4 +39,4 @@ def test_a_label_that_is_no_class_is_named_not_dropped():
 def test_a_lenient_reading_leaves_such_rows_out_with_a_warning(caplog):
     rows = [{"text": "a", "label": "ok"}, {"text": "b", "label": "racista"}]
     assert labeled_rows(rows, ("ok", "xenófobo"), strict=False) == (["a"], ["ok"])
-    assert "'racista' (1)" in caplog.text and "1 rows are left out" in caplog.text
+    assert "'racista' (1)" in caplog.text and "left out: 1 row(s)" in caplog.text
