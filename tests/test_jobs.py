@@ -148,8 +148,11 @@ def test_a_fast_kind_writes_its_predictions_in_few_large_calls(monkeypatch):
 class _LabelStudio:
     """What finish_rescoring and not_connected ask of Label Studio, with its failures chosen by the test."""
 
-    def __init__(self, versions, refuse=()):
-        self.versions, self.refuse, self.switched_to, self.deleted = versions, refuse, None, []
+    def __init__(self, versions, refuse=(), current=""):
+        self.versions, self.refuse, self.switched_to, self.deleted = versions, refuse, current or None, []
+
+    def model_version(self, project):
+        return self.switched_to or ""
 
     def model_versions(self, project):
         return dict(self.versions)
@@ -166,23 +169,69 @@ class _LabelStudio:
         raise UnknownProject(f"Label Studio at http://ls has no project {project} this token reads")
 
 
-def test_a_cleanup_label_studio_refuses_never_fails_a_switched_run(tmp_path, monkeypatch, caplog):
-    """Deleting 20,000 old predictions takes Label Studio minutes; when it fails, the project has switched
-    already: the run ends switched, the version not deleted is logged, and the next switch deletes it."""
+def _cleanup_setup(tmp_path, redis_server, monkeypatch, studio):
     from backend.retraining import jobs
+
+    settings = Settings(model_dir=tmp_path, redis_url=redis_server.url, rq_queue="cleanup-test")
+    monkeypatch.setattr(jobs, "_settings", lambda: settings)
+    monkeypatch.setattr(jobs, "_serving", lambda project, version, settings: object())
+    monkeypatch.setattr(jobs.LabelStudioClient, "from_settings", classmethod(lambda cls, settings: studio))
+    return jobs, settings
+
+
+def test_the_switch_leaves_deleting_old_predictions_to_the_cleanup_queue(tmp_path, redis_server, monkeypatch):
+    """Label Studio deletes about 150 predictions a second: the switch queues that where workers take it only
+    while no training waits, so the next annotation's run never queues behind it."""
+    from rq import Queue
+
+    from tests.helpers import v
+
+    registry = Registry(tmp_path)
+    old, new = v(registry, "1", 1), v(registry, "1", 2)
+    studio = _LabelStudio({old: 20, new: 20})
+    jobs, settings = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
+    result = jobs.finish_rescoring(1, new)
+    assert result["status"] == "switched" and studio.switched_to == new and studio.deleted == []
+    cleanups = Queue(settings.cleanup_queue, connection=Redis.from_url(redis_server.url))
+    assert cleanups.job_ids == [result["cleanup"]] == [f"cleanup-1-{new}"]
+    SimpleWorker([settings.rq_queue, settings.cleanup_queue], connection=cleanups.connection).work(burst=True)
+    assert Job.fetch(result["cleanup"], connection=cleanups.connection).return_value()["deleted_versions"] == [old]
+    assert studio.deleted == [old]
+
+
+def test_a_cleanup_label_studio_refuses_never_fails_and_only_ours_are_deleted(
+    tmp_path, redis_server, monkeypatch, caplog
+):
+    """Deleting 20,000 old predictions takes Label Studio minutes; when it fails, the project has switched
+    already: the version not deleted is logged, and the next switch's cleanup deletes it."""
     from tests.helpers import v
 
     registry = Registry(tmp_path)
     old, older, new = v(registry, "1", 2), v(registry, "1", 1), v(registry, "1", 3)
-    studio = _LabelStudio({older: 10, old: 20, new: 20, "someone-else-v9": 5}, refuse={old})
-    monkeypatch.setattr(jobs, "_settings", lambda: Settings(model_dir=tmp_path))
-    monkeypatch.setattr(jobs, "_serving", lambda project, version, settings: object())
-    monkeypatch.setattr(jobs.LabelStudioClient, "from_settings", classmethod(lambda cls, settings: studio))
+    studio = _LabelStudio({older: 10, old: 20, new: 20, "someone-else-v9": 5}, refuse={old}, current=new)
+    jobs, _ = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
     with caplog.at_level("WARNING"):
-        result = jobs.finish_rescoring(1, new)
-    assert result["status"] == "switched" and studio.switched_to == new
-    assert result["deleted_versions"] == studio.deleted == [older]
+        result = jobs.delete_old_predictions(1, new)
+    assert result == {"status": "done", "version": new, "deleted_versions": [older]} and studio.deleted == [older]
     assert f"predictions of {old} not deleted" in caplog.text
+
+
+def test_a_cleanup_yields_to_a_waiting_training_and_skips_a_project_switched_since(tmp_path, redis_server, monkeypatch):
+    from rq import Queue
+
+    from tests.helpers import v
+
+    registry = Registry(tmp_path)
+    old, new, newer = v(registry, "1", 1), v(registry, "1", 2), v(registry, "1", 3)
+    studio = _LabelStudio({old: 20, new: 20}, current=new)
+    jobs, settings = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
+    waiting = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url)).enqueue(print, "a training")
+    assert jobs.delete_old_predictions(1, new)["status"] == "yielded" and studio.deleted == []
+    waiting.delete()
+    studio.switched_to = newer  # a newer switch queued its own cleanup, which deletes both
+    assert jobs.delete_old_predictions(1, new)["status"] == "superseded" and studio.deleted == []
+    studio.switched_to = new
+    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [old] == studio.deleted
 
 
 def test_an_event_for_a_project_label_studio_does_not_have_ends_as_not_connected():
