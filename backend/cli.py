@@ -170,9 +170,7 @@ def _worker(args, settings: Settings) -> None:
     # Maintenance finds the chunk jobs of a killed worker (RQ retries them, then lets the final switch run). It runs
     # when the worker wakes from waiting for a job (worker_ttl - 15 s), so both are about a minute, not RQ's 10 and
     # 7: a lost worker delays a project's switch by about 2.5 minutes at most (90 s until RQ calls it lost).
-    # RQ takes jobs from the first queue that has one: deleting old predictions waits while any training waits.
-    queues = [settings.rq_queue, settings.cleanup_queue]
-    worker = Worker(queues, connection=connect(settings), maintenance_interval=60, worker_ttl=75)
+    worker = Worker([settings.rq_queue], connection=connect(settings), maintenance_interval=60, worker_ttl=75)
     worker.work(burst=args.burst, logging_level=settings.log_level, with_scheduler=False)
 
 

@@ -195,11 +195,6 @@ class Settings(BaseSettings):
         return (self.basic_auth_user, self.basic_auth_pass.get_secret_value()) if self.basic_auth_user else None
 
     @property
-    def cleanup_queue(self) -> str:
-        """The queue of deleting old predictions: workers take its jobs only while RQ_QUEUE has none."""
-        return f"{self.rq_queue}-cleanup"
-
-    @property
     def api_key(self) -> str:
         return self.label_studio_api_key.get_secret_value()
 

@@ -198,24 +198,14 @@ def check_workers(s: Smoke) -> Result:
         " (rq-dashboard's failed list has their errors)" if failed else ""
     )
     if not workers:
-        names = {name for w in Worker.all(connection=s.redis) for name in w.queue_names()}
-        # Each queue's cleanup queue aside: it says nothing about where trainings go.
-        others = sorted(names - {s.settings.model_copy(update={"rq_queue": n}).cleanup_queue for n in names})
+        others = sorted({name for w in Worker.all(connection=s.redis) for name in w.queue_names()})
         elsewhere = f" (workers listen on {', '.join(others)}: RQ_QUEUE differs)" if others else ""
         return fail(
             f"no worker on queue {queue.name!r}{elsewhere}: trainings queue up but never run; {figures}",
             "start `python -m backend worker` (docker compose: the worker service) with this REDIS_URL and RQ_QUEUE; "
             "one just started registers once it has loaded (seconds): then run this again",
         )
-    cleanup = s.settings.cleanup_queue
-    if not Worker.all(queue=Queue(cleanup, connection=s.redis)):
-        return fail(
-            f"{len(workers)} worker(s) on queue {queue.name!r}, none on {cleanup!r}: older predictions are never "
-            f"deleted from Label Studio; {figures}",
-            "restart the workers with this version: `python -m backend worker` takes both queues",
-            blocking=False,
-        )
-    return ok(f"{len(workers)} worker(s) on queues {queue.name!r} and {cleanup!r}; {figures}")
+    return ok(f"{len(workers)} worker(s) on queue {queue.name!r}; {figures}")
 
 
 # --- Label Studio --------------------------------------------------------------------------------------------

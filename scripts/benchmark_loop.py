@@ -159,12 +159,10 @@ def jobs_of(redis, queue_name: str, version: str, timeout: float = 300) -> dict:
     from rq.registry import FinishedJobRegistry
 
     queue = Queue(queue_name, connection=redis)
-    cleanups = FinishedJobRegistry(queue=Queue(Settings(rq_queue=queue_name).cleanup_queue, connection=redis))
     registry = FinishedJobRegistry(queue=queue)
     deadline = time.time() + timeout
     while True:
-        ids = registry.get_job_ids() + cleanups.get_job_ids()
-        jobs = [j for j in queue.job_class.fetch_many(ids, connection=redis) if j is not None]
+        jobs = [j for j in queue.job_class.fetch_many(registry.get_job_ids(), connection=redis) if j is not None]
         train = [j for j in jobs if j.func_name == TRAIN_FUNC and (j.return_value() or {}).get("version") == version]
         chunks = [j for j in jobs if j.func_name.endswith("score_chunk") and j.kwargs.get("version") == version]
         switch = [j for j in jobs if j.func_name.endswith("finish_rescoring") and j.kwargs.get("version") == version]
@@ -219,7 +217,7 @@ def describe(parts: dict) -> str:
         f"training job {parts['train_job']:.1f} s (reading labels and unlabeled tasks {parts['read']:.1f} s, "
         f"training {trained}); {parts['chunks']} chunks, {parts['tasks']} predictions: scoring "
         f"{parts['score']:.1f} s, writing {parts['write']:.1f} s (chunk jobs {parts['chunk_wall']:.1f} s, summed); "
-        f"switch {parts['switch_wall']:.1f} s ({parts['switch_status']}); after the switch, on the cleanup queue: "
+        f"switch {parts['switch_wall']:.1f} s ({parts['switch_status']}); after the switch, in a job of its own: "
         f"deleting the older predictions {parts['cleanup_wall']:.1f} s; decision: {parts['decision']}"
     )
 

@@ -179,9 +179,9 @@ def _cleanup_setup(tmp_path, redis_server, monkeypatch, studio):
     return jobs, settings
 
 
-def test_the_switch_leaves_deleting_old_predictions_to_the_cleanup_queue(tmp_path, redis_server, monkeypatch):
-    """Label Studio deletes about 150 predictions a second: the switch queues that where workers take it only
-    while no training waits, so the next annotation's run never queues behind it."""
+def test_the_switch_leaves_deleting_old_predictions_to_a_job_of_its_own(tmp_path, redis_server, monkeypatch):
+    """Label Studio deletes about 150 predictions a second: the switch queues that as a job, which gives way to
+    any job waiting, so the next annotation's run does not queue behind it."""
     from rq import Queue
 
     from tests.helpers import v
@@ -192,10 +192,10 @@ def test_the_switch_leaves_deleting_old_predictions_to_the_cleanup_queue(tmp_pat
     jobs, settings = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
     result = jobs.finish_rescoring(1, new)
     assert result["status"] == "switched" and studio.switched_to == new and studio.deleted == []
-    cleanups = Queue(settings.cleanup_queue, connection=Redis.from_url(redis_server.url))
-    assert cleanups.job_ids == [result["cleanup"]] == [f"cleanup-1-{new}"]
-    SimpleWorker([settings.rq_queue, settings.cleanup_queue], connection=cleanups.connection).work(burst=True)
-    assert Job.fetch(result["cleanup"], connection=cleanups.connection).return_value()["deleted_versions"] == [old]
+    queue = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url))
+    assert queue.job_ids == [result["cleanup"]] == [f"cleanup-1-{new}"]
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    assert Job.fetch(result["cleanup"], connection=queue.connection).return_value()["deleted_versions"] == [old]
     assert studio.deleted == [old]
 
 
@@ -225,9 +225,14 @@ def test_a_cleanup_yields_to_a_waiting_training_and_skips_a_project_switched_sin
     old, new, newer = v(registry, "1", 1), v(registry, "1", 2), v(registry, "1", 3)
     studio = _LabelStudio({old: 20, new: 20}, current=new)
     jobs, settings = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
-    waiting = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url)).enqueue(print, "a training")
+    queue = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url))
+    other_cleanup = queue.enqueue(print, "another project's cleanup", job_id="cleanup-2-abc-project2-v5")
+    waiting = queue.enqueue(print, "a training")
     assert jobs.delete_old_predictions(1, new)["status"] == "yielded" and studio.deleted == []
     waiting.delete()
+    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [old] == studio.deleted
+    other_cleanup.delete()
+    studio.deleted.clear()
     studio.switched_to = newer  # a newer switch queued its own cleanup, which deletes both
     assert jobs.delete_old_predictions(1, new)["status"] == "superseded" and studio.deleted == []
     studio.switched_to = new

@@ -7,8 +7,8 @@
     finish_rescoring(project, version)       after every chunk, failed ones included: the project's
                                              model_version -> `version`; a cleanup job queued (none when a chunk
                                              failed, so no task loses its score)
-    delete_old_predictions(project, version) on the cleanup queue, which workers take only while no training or
-                                             chunk waits: predictions of older versions of ours deleted
+    delete_old_predictions(project, version) predictions of older versions of ours deleted, one version at a
+                                             time, while no other job waits on the queue
 
 A job reads its configuration from the environment (Settings) like the server, so the worker and the server
 agree on MODEL_DIR, REDIS_URL and LABEL_STUDIO_URL. A worker killed at any point leaves the previous version
@@ -57,6 +57,8 @@ SUSPECT_STEP = 0.05
 # many times, then counts as failed; the switch runs either way (finish_rescoring). At once, not after a delay:
 # delayed retries need RQ's scheduler, which the workers do not run.
 CHUNK_RETRIES = 2
+# The id of a cleanup job, before `<project>-<version>`: one per switch.
+CLEANUP_PREFIX = "cleanup-"
 
 
 def _progress(**meta) -> None:
@@ -434,10 +436,10 @@ def finish_rescoring(project: int, version: str, failed_chunks: int = 0) -> dict
         return {"status": "switched", "version": version, "failed_chunks": failed_chunks, "deleted_versions": []}
     # Label Studio keeps the predictions of the serving version only (docs/active-learning.md says why). Deleting
     # takes it about 6 ms a prediction: not on the path of the next training (docs/benchmarks.md).
-    cleanup = _cleanup_queue(settings).enqueue_call(
+    cleanup = _queue(settings).enqueue_call(
         delete_old_predictions,
         kwargs={"project": project, "version": version},
-        job_id=f"cleanup-{project}-{version}",
+        job_id=f"{CLEANUP_PREFIX}{project}-{version}",
         timeout=settings.train_timeout,
         description=f"delete older predictions of project {project} than {version}",
     )
@@ -445,15 +447,17 @@ def finish_rescoring(project: int, version: str, failed_chunks: int = 0) -> dict
     return {"status": "switched", "version": version, "cleanup": cleanup.id}
 
 
-def _cleanup_queue(settings: Settings) -> Queue:
+def _queue(settings: Settings) -> Queue:
     job = get_current_job()
-    return Queue(settings.cleanup_queue, connection=job.connection if job is not None else connect(settings))
+    return Queue(settings.rq_queue, connection=job.connection if job is not None else connect(settings))
 
 
 def delete_old_predictions(project: int, version: str) -> dict:
     """Delete the predictions of our versions other than `version`, one version at a time, while the project is
-    on `version` (after a newer switch, that switch's own cleanup does it) and no job waits on the training
-    queue (a version left is deleted by the next switch's cleanup): annotators never wait for this."""
+    on `version` (after a newer switch, that switch's own cleanup does it) and no other job waits on the queue
+    (a version left is deleted by the next switch's cleanup): a training never waits for more than one delete.
+    One queue, not a second one of lower priority: RQ takes jobs from several queues with BLPOP, and a job a
+    worker took just before dying is then lost (with one queue it moves the job with LMOVE and finds it again)."""
     settings = _settings()
     client = LabelStudioClient.from_settings(settings)
     if client.model_version(project) != version:
@@ -461,11 +465,12 @@ def delete_old_predictions(project: int, version: str) -> dict:
     # Only ours: the names with this MODEL_DIR's instance id.
     registry = Registry(settings.model_dir)
     old = [name for name in client.model_versions(project) if name != version and registry.ours(name)]
-    trainings = Queue(settings.rq_queue, connection=_cleanup_queue(settings).connection)
+    queue = _queue(settings)
     deleted: list[str] = []
     for name in old:
-        if trainings.count:
-            log.info("project %s: a training waits; %s's predictions are left to the next cleanup", project, name)
+        # Another cleanup waiting is no reason to stop: it may be another project's, with its own versions.
+        if any(not waiting.startswith(CLEANUP_PREFIX) for waiting in queue.get_job_ids()):
+            log.info("project %s: a job waits; %s's predictions are left to the next cleanup", project, name)
             return {"status": "yielded", "version": version, "deleted_versions": deleted}
         deleted += _delete(client, project, [name], settings)
         _progress(stage="deleting", version=version, deleted_versions=deleted)
