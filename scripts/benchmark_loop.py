@@ -11,8 +11,9 @@ the demo data) in each tier's stack:
    Start Training; then REPEATS times one annotation made through Label Studio's API, and the clock stops when
    the project's model_version is the new version, which happens only after every unlabeled task holds a
    prediction of it. Each run and the median; where the time goes comes from the jobs' own results (reading
-   labels and unlabeled tasks, training, chunk scoring and writing, the switch job), and the per-task costs of
-   reading tasks, scoring, writing and deleting predictions.
+   labels and unlabeled tasks, training, chunk scoring and writing, the switch, the cleanup job after it), and
+   the per-task costs of reading tasks, scoring, writing and deleting predictions. Then REPEATS annotations
+   back to back, each the moment the previous one switched, while the switch's cleanup job is queued.
 3. Full tier (MODEL_KINDS=linear,transformer, TRANSFORMER_EVERY=10**6, a fresh stack with 2 workers splitting the
    cores, TORCH_THREADS): Start Training runs a full run (both kinds); while its transformer trains, one
    annotation starts a fast run, timed until it switches the project; then the full run, timed until its own
@@ -268,6 +269,25 @@ def fast_tier(args) -> None:
             f"FAST LOOP LATENCY ({args.labeled} labeled, {args.unlabeled} unlabeled, 1 worker): "
             f"{', '.join(f'{x:.1f}' for x in latencies)} s; median {statistics.median(latencies):.1f} s "
             f"(polling the project every 0.25 s: {len(POLLS)} GETs of {statistics.median(POLLS) * 1000:.0f} ms median)",
+            flush=True,
+        )
+
+        # Annotations back to back: the next one the moment the project switches, while the switch's cleanup job
+        # (deleting the older predictions) is queued. It gives way, so the run starts at once; deleting inline,
+        # as before commit 9ef4c8c, the run would wait for it (the rounds' cleanup time above).
+        back_to_back = []
+        for _ in range(args.repeats):
+            previous = version
+            started = time.time()
+            ls.annotations.create(id=unlabeled.pop(0), result=[LABELS.region("ok")])
+            version = wait_switch(ls, project, stack.workers, since=previous)
+            back_to_back.append(time.time() - started)
+        cleanups = [r["cleanup_wall"] for r in rounds]
+        print(
+            f"BACK TO BACK (each annotation the moment the previous version switched): "
+            f"{', '.join(f'{x:.1f}' for x in back_to_back)} s; median {statistics.median(back_to_back):.1f} s, "
+            f"against a median {statistics.median(latencies):.1f} s with the cleanup done and a median "
+            f"{statistics.median(cleanups):.1f} s of cleanup that an inline delete would add",
             flush=True,
         )
 
