@@ -1,5 +1,5 @@
 """What a project manager sees: the demo project's report, opened in headless Chromium after the worker trained a
-first version on the demo labels and a second one after 10 more annotations.
+first version on the demo labels and 10 annotations, and a second one after 10 more.
 
 The screenshot goes to test-artifacts/browser/report.png (or $TEST_ARTIFACTS/browser/); docs/report.png is a
 copy of one.
@@ -13,9 +13,10 @@ import time
 import pytest
 import requests
 
-from backend.labelstudio.project_setup import POSSIBLY_MISLABELED, SUSPECT_KEY
+from backend.labelstudio.label_config import default_label_config
+from backend.labelstudio.project_setup import POSSIBLY_MISLABELED, SUSPECT_KEY, setup_project
 from backend.registry import Registry
-from backend.stack.demo import setup_demo
+from backend.stack.demo import demo_rows
 from tests.helpers import CHROMIUM_FLAGS, CONFIG, ROOT, v
 
 pytestmark = pytest.mark.e2e
@@ -30,22 +31,32 @@ def _wait(condition, seconds, what, log):
 
 @pytest.fixture(scope="module")
 def demo(stack):
-    """The demo project with two versions of its own: the first trained on the demo labels, the second after 10
-    more annotations (a fast run, which records kappa to the first)."""
+    """The demo project with two versions of its own, both from fast runs (linear): the first after 10
+    annotations beside the demo labels, the second after 10 more (which records kappa to the first). Not Start
+    Training for the first, as `make run`'s demo does: its full run may serve a transformer, which a fast run's
+    linear model then has to beat on the same held-out labels, and on these few invented tweets it may not (seen
+    in CI: .600 against .706, and no second version)."""
     from label_studio_sdk import LabelStudio
 
     ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
     # The demo's tweets under a title of its own: the stack is shared, and test_compose creates "the" demo.
-    pid = setup_demo(
-        ls, stack.backend_url, title="report e2e: demo tweets", webhook_secret=stack.webhook_secret
+    pid = setup_project(
+        ls,
+        title="report e2e: demo tweets",
+        label_config=default_label_config(),
+        rows=demo_rows(),
+        backend_url=stack.backend_url,
+        retrieve=False,
+        webhook_secret=stack.webhook_secret,
     ).project
     log = lambda: (stack.folder / "worker.log").read_text()[-4000:]  # noqa: E731
     registry = Registry(stack.folder / "models")
-    _wait(lambda: ls.projects.get(id=pid).model_version == v(registry, str(pid), 1), 600, "no first version", log)
     unlabeled = [t.id for t in ls.tasks.list(project=pid, fields="all", page_size=1000) if not t.total_annotations]
-    for task_id in unlabeled[:10]:
-        ls.annotations.create(id=task_id, result=[CONFIG.region("ok")])
-    _wait(lambda: ls.projects.get(id=pid).model_version == v(registry, str(pid), 2), 300, "no second version", log)
+    for number in (1, 2):  # RETRAIN_EVERY annotations start a fast run
+        for task_id in unlabeled[(number - 1) * 10 : number * 10]:
+            ls.annotations.create(id=task_id, result=[CONFIG.region("ok")])
+        version = v(registry, str(pid), number)
+        _wait(lambda: ls.projects.get(id=pid).model_version == version, 600, f"no version {number}", log)  # noqa: B023
     return pid
 
 
@@ -61,7 +72,7 @@ def test_the_demo_report_shows_scatter_curve_stop_signal_and_suspects(stack, dem
     headers = {"Authorization": f"Token {stack.token}"}
     ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
     unlabeled = sum(1 for t in ls.tasks.list(project=pid, fields="all", page_size=1000) if not t.total_annotations)
-    assert unlabeled == 403 - 202 - 10  # the demo's tweets, its labels, the annotations above
+    assert unlabeled == 403 - 202 - 20  # the demo's tweets, its labels, the annotations above
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
