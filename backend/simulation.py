@@ -63,12 +63,16 @@ class SimulationConfig:
             raise ValueError("need batch >= 1, start >= 2, max_labels >= start and seeds >= 1")
 
 
-def _labeled(rows: list[dict], classes: Sequence[str], what: str) -> tuple[list[str], list[str]]:
-    # A measurement goes on without rows it cannot read (named in a warning), not without a class.
-    texts, labels = labeled_rows(rows, classes, strict=False)
+def _every_class(labels: list[str], classes: Sequence[str], what: str) -> None:
     missing = [c for c in classes if c not in labels]
     if missing:
         raise ValueError(f"the {what} has no tweet labeled {missing}: every class is needed to learn and to measure")
+
+
+def _labeled(rows: list[dict], classes: Sequence[str], what: str) -> tuple[list[str], list[str]]:
+    # A measurement goes on without rows it cannot read (named in a warning), not without a class.
+    texts, labels = labeled_rows(rows, classes, strict=False)
+    _every_class(labels, classes, what)
     return texts, labels
 
 
@@ -206,7 +210,8 @@ def simulate(
         kept = [i for i, text in enumerate(texts) if text not in tested]
         if len(kept) < len(texts):
             log.warning("%d pool tweets are also in the test set: left out of the pool", len(texts) - len(kept))
-            texts, labels = _labeled([{"text": texts[i], "label": labels[i]} for i in kept], classes, "pool")
+            texts, labels = [texts[i] for i in kept], [labels[i] for i in kept]
+            _every_class(labels, classes, "pool")
     rounds = config.seeds * len(config.strategies) * (1 + -(-(config.max_labels - config.start) // config.batch))
     report: dict[str, Any] = {
         "config": asdict(config),
