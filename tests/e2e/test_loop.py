@@ -431,8 +431,10 @@ def test_a_broken_current_or_a_deleted_version_keeps_serving_and_the_next_run_re
     # promotes nothing but finishes the re-scoring.
     # (Label Studio takes as model_version only a version with predictions or a connected backend's title.)
     (backend,) = [m for m in loop.ls.ml.list(project=pid) if m.url.rstrip("/") == loop.backend_url]
-    # After the run's cleanup job: once in CI (2026-11-26) the change below, made while that job deleted
-    # predictions, was gone when the next run read the project (it found the serving version in place).
+    # After the run's cleanup job: Label Studio 1.23 empties a model_version that names a backend's title
+    # whenever any version's predictions are deleted (Project.delete_predictions), and fills an empty one with
+    # the version of the next predictions imported; once in CI (2026-11-26) the change below, made while that
+    # job deleted predictions, was gone when the next run read the project (it found the serving version).
     _wait_idle(loop)
     loop.ls.projects.update(id=pid, model_version=backend.title)
     kept = _wait_job(loop, loop.webhook("START_TRAINING", pid)["job"], seconds=400).return_value()
