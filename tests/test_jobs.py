@@ -164,6 +164,7 @@ class _LabelStudio:
         if version in self.refuse:
             raise LabelStudioUnavailable(f"Label Studio answered 500 for deleting predictions of {version}")
         self.deleted.append(version)
+        self.versions.pop(version, None)
 
     def ml_backend_urls(self, project):
         raise UnknownProject(f"Label Studio at http://ls has no project {project} this token reads")
@@ -222,21 +223,28 @@ def test_a_cleanup_yields_to_a_waiting_training_and_skips_a_project_switched_sin
     from tests.helpers import v
 
     registry = Registry(tmp_path)
-    old, new, newer = v(registry, "1", 1), v(registry, "1", 2), v(registry, "1", 3)
-    studio = _LabelStudio({old: 20, new: 20}, current=new)
+    v1, v2, v3, v4, new, newer = (v(registry, "1", n) for n in range(1, 7))
+    # Label Studio lists the newest first.
+    studio = _LabelStudio({new: 20, v4: 20, v3: 20, v2: 20, v1: 20}, current=new)
     jobs, settings = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
+    assert jobs.BACKLOG_VERSIONS == 2
     queue = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url))
     other_cleanup = queue.enqueue(print, "another project's cleanup", job_id="cleanup-2-abc-project2-v5")
     waiting = queue.enqueue(print, "a training")
-    assert jobs.delete_old_predictions(1, new)["status"] == "yielded" and studio.deleted == []
+    # While a training waits: the oldest, down to two older versions (annotators who keep the queue busy for
+    # hours must not pile versions up), and then nothing more.
+    result = jobs.delete_old_predictions(1, new)
+    assert result["status"] == "yielded" and result["deleted_versions"] == [v1, v2] == studio.deleted
+    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [] and studio.deleted == [v1, v2]
     waiting.delete()
-    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [old] == studio.deleted
+    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [v3, v4]
     other_cleanup.delete()
     studio.deleted.clear()
+    studio.versions[v4] = 20
     studio.switched_to = newer  # a newer switch queued its own cleanup, which deletes both
     assert jobs.delete_old_predictions(1, new)["status"] == "superseded" and studio.deleted == []
     studio.switched_to = new
-    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [old] == studio.deleted
+    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [v4] == studio.deleted
 
 
 def test_an_event_for_a_project_label_studio_does_not_have_ends_as_not_connected():

@@ -8,7 +8,7 @@
                                              model_version -> `version`; a cleanup job queued (none when a chunk
                                              failed, so no task loses its score)
     delete_old_predictions(project, version) predictions of older versions of ours deleted, one version at a
-                                             time, while no other job waits on the queue
+                                             time; while another job waits, only down to BACKLOG_VERSIONS
 
 A job reads its configuration from the environment (Settings) like the server, so the worker and the server
 agree on MODEL_DIR, REDIS_URL and LABEL_STUDIO_URL. A worker killed at any point leaves the previous version
@@ -59,6 +59,9 @@ SUSPECT_STEP = 0.05
 CHUNK_RETRIES = 2
 # The id of a cleanup job, before `<project>-<version>`: one per switch.
 CLEANUP_PREFIX = "cleanup-"
+# Older versions whose predictions a cleanup leaves while a job waits: each is one prediction per unlabeled task,
+# so under annotations that keep the queue busy the deletes must keep up; up to this many, they wait for a pause.
+BACKLOG_VERSIONS = 2
 
 
 def _progress(**meta) -> None:
@@ -453,9 +456,10 @@ def _queue(settings: Settings) -> Queue:
 
 
 def delete_old_predictions(project: int, version: str) -> dict:
-    """Delete the predictions of our versions other than `version`, one version at a time, while the project is
-    on `version` (after a newer switch, that switch's own cleanup does it) and no other job waits on the queue
-    (a version left is deleted by the next switch's cleanup): a training never waits for more than one delete.
+    """Delete the predictions of our versions other than `version`, oldest first, one version at a time, while
+    the project is on `version` (after a newer switch, that switch's own cleanup does it). While another job
+    waits on the queue it stops once BACKLOG_VERSIONS older versions are left (the next switch's cleanup deletes
+    them): a burst of annotations never waits for a delete, and hours of them do not pile versions up.
     One queue, not a second one of lower priority: RQ takes jobs from several queues with BLPOP, and a job a
     worker took just before dying is then lost (with one queue it moves the job with LMOVE and finds it again)."""
     settings = _settings()
@@ -464,12 +468,13 @@ def delete_old_predictions(project: int, version: str) -> dict:
         return {"status": "superseded", "version": version, "deleted_versions": []}
     # Only ours: the names with this MODEL_DIR's instance id.
     registry = Registry(settings.model_dir)
-    old = [name for name in client.model_versions(project) if name != version and registry.ours(name)]
+    # Label Studio lists the newest first.
+    old = [name for name in client.model_versions(project) if name != version and registry.ours(name)][::-1]
     queue = _queue(settings)
     deleted: list[str] = []
-    for name in old:
+    for left, name in zip(range(len(old), 0, -1), old, strict=True):
         # Another cleanup waiting is no reason to stop: it may be another project's, with its own versions.
-        if any(not waiting.startswith(CLEANUP_PREFIX) for waiting in queue.get_job_ids()):
+        if left <= BACKLOG_VERSIONS and any(not job.startswith(CLEANUP_PREFIX) for job in queue.get_job_ids()):
             log.info("project %s: a job waits; %s's predictions are left to the next cleanup", project, name)
             return {"status": "yielded", "version": version, "deleted_versions": deleted}
         deleted += _delete(client, project, [name], settings)
