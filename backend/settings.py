@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # bfloat16 inference is about 1.65x faster on CPUs with AVX512-BF16/AMX and moves margins by 0.001 on
     # average, 0.01 at most (docs/benchmarks.md); "auto" uses it only there. Training stays float32.
     inference_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    # Where the transformer kind trains and scores: "auto" is the GPU where torch sees one (a CUDA build of torch;
+    # the lock pins the CPU build), else the CPU. The linear kind runs on the CPU: it takes a fraction of a second.
+    torch_device: Literal["auto", "cpu", "cuda"] = "auto"
 
     # Request limits: a body over MAX_BODY_MB answers 413; a text over MAX_TEXT_CHARS gets an empty slot.
     max_body_mb: float = Field(default=50, gt=0)

@@ -23,7 +23,7 @@ from backend.labelstudio.label_config import default_label_config, parse_label_c
 from backend.models.finetune import TrainConfig  # noqa: E402
 from backend.models.preprocess import normalize_tweet  # noqa: E402
 from backend.models.training import train_version  # noqa: E402
-from backend.models.transformer import inference_dtype  # noqa: E402
+from backend.models.transformer import inference_dtype, torch_device  # noqa: E402
 from backend.registry import Registry  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from backend.stack.demo import DEMO  # noqa: E402
@@ -40,21 +40,21 @@ def tweets(n: int) -> tuple[list[str], str]:
 
 
 def ensure_model(model_dir: str | None) -> Path:
-    """--model-dir, else a registry with one version trained here on the demo tweets: 1 epoch, nothing held out."""
+    """--model-dir, else a registry with one transformer version trained here on the demo tweets (1 epoch)."""
     if model_dir:
         return Path(model_dir)
-    settings = Settings()
     path = Path(tempfile.mkdtemp(prefix="bench-models-"))
+    settings = Settings(model_dir=path)
     rows = read_csv(DEMO / "tweets_labeled.csv", ["text", "label"])
-    config = TrainConfig.from_settings(settings, warm=False, epochs=1, min_steps=0, eval_fraction=0, progress=False)
     train_version(
         [r["text"] for r in rows],
         [r["label"] for r in rows],
         parse_label_config(default_label_config()).classes,
-        base_model=settings.model_name,
+        kinds=["transformer"],
+        settings=settings,
         registry=Registry(path),
         scope="default",
-        config=config,
+        train_config=TrainConfig.from_settings(settings, warm=False, epochs=1, min_steps=0, progress=False),
     )
     return path
 
@@ -95,6 +95,7 @@ def pipeline_seconds(model_path: Path, texts: list[str], dtype: str = "float32")
         truncation=True,
         max_length=128,
         dtype=getattr(torch, dtype),
+        device=torch_device(Settings().torch_device),  # where the backend runs it too
     )
     prepared = [normalize_tweet(t) for t in texts]  # the same input the backend sees
     with torch.inference_mode():

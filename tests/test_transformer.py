@@ -19,6 +19,7 @@ from tests.helpers import pool_texts
 def test_auto_uses_bfloat16_only_where_the_cpu_has_it():
     assert inference_dtype("auto") == (torch.bfloat16 if native_bf16() else torch.float32)
     assert inference_dtype("float32") == torch.float32 and inference_dtype("bfloat16") == torch.bfloat16
+    assert inference_dtype("auto", torch.device("cuda")) == torch.float32
 
 
 @pytest.mark.slow

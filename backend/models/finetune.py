@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from .preprocess import normalize_tweet
-from .transformer import TransformerClassifier
+from .transformer import TransformerClassifier, torch_device
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -81,8 +81,11 @@ def fine_tune(
     base_model: str,
     config: TrainConfig,
     callbacks: Sequence = (),
+    device: str = "auto",
 ) -> tuple[TransformerClassifier, float]:
-    """Fine-tune `base_model` on every (text, label) given; (the classifier, the epochs it trained)."""
+    """Fine-tune `base_model` on every (text, label) given, on `device` (TORCH_DEVICE); (the classifier, on
+    that device, and the epochs it trained)."""
+    use_cpu = torch_device(device).type == "cpu"  # before any work: TORCH_DEVICE=cuda without a GPU fails here
     classes = list(classes)
     label2id = {name: i for i, name in enumerate(classes)}
     tokenizer = AutoTokenizer.from_pretrained(base_model)
@@ -125,6 +128,7 @@ def fine_tune(
             seed=config.seed,
             disable_tqdm=not config.progress,
             train_sampling_strategy="group_by_length",
+            use_cpu=use_cpu,
         )
         trainer = Trainer(
             model=model,

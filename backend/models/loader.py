@@ -64,6 +64,7 @@ def _load(
         "batch_size": settings.batch_size,
         "normalize": settings.normalize_tweets,
         "dtype": settings.inference_dtype,
+        "device": settings.torch_device,
         **overrides,
     }
     return loader.load(source, version=version, labels_override=labels_override, **options)

@@ -166,7 +166,13 @@ def _transformer(
     config = train_config or TrainConfig.from_settings(settings, warm=warm_from is not None, progress=False)
     base = str(warm_from.path) if warm_from else settings.model_name
     model, epochs = fine_tune(
-        split.train_x, split.train_y, classes, base_model=base, config=config, callbacks=callbacks
+        split.train_x,
+        split.train_y,
+        classes,
+        base_model=base,
+        config=config,
+        callbacks=callbacks,
+        device=settings.torch_device,
     )
     summary: dict[str, Any] = {"train_config": {**asdict(config), "base_model": base, "epochs_run": round(epochs, 2)}}
     if split.eval_y:

@@ -3,7 +3,9 @@
 Inference sorts texts by length and pads each batch only to its longest member (dynamic padding), which is
 most of the speed-up over `transformers.pipeline` on tweets whose lengths vary a lot. On CPUs that compute
 bfloat16 natively, matrix products run in bfloat16 under autocast (softmax and layer norms stay float32):
-docs/benchmarks.md has the speed and the change in probabilities.
+docs/benchmarks.md has the speed and the change in probabilities. The model runs on TORCH_DEVICE (the GPU
+where torch sees one); the texts go to wherever the model is, so a model fresh from training on a GPU scores
+there too.
 """
 
 from __future__ import annotations
@@ -58,11 +60,13 @@ class TransformerClassifier:
         normalize: bool = True,
         dtype: str = "float32",
         temperature: float = 1.0,
+        device: str = "cpu",
     ) -> TransformerClassifier:
         log.info("loading model %s from %s", version, source)
         tokenizer = AutoTokenizer.from_pretrained(str(source))
         model, info = AutoModelForSequenceClassification.from_pretrained(str(source), output_loading_info=True)
-        model.eval()
+        on = torch_device(device)
+        model.to(on).eval()
         # Weights missing from the checkpoint were freshly (randomly) initialized: its outputs mean nothing yet.
         missing = sorted(info.get("missing_keys", ()))
         labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
@@ -81,7 +85,7 @@ class TransformerClassifier:
             max_length=max_length,
             batch_size=batch_size,
             normalize=normalize,
-            dtype=inference_dtype(dtype),
+            dtype=inference_dtype(dtype, on),
             temperature=temperature,
         )
 
@@ -107,14 +111,15 @@ class TransformerClassifier:
         encoded = self.tokenizer(self.prepare(texts), truncation=True, max_length=self.max_length)["input_ids"]
         order = np.argsort([len(ids) for ids in encoded], kind="stable")
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
+        device = self.model.device
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
         with torch.inference_mode(), autocast:
             for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
                 inputs = self.tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
                 # One batch per turn, turns in arrival order: a one-task request waits for a batch of a big one,
                 # never for all of it (the model runs one batch at a time, so threads do not fight for cores).
                 with self._turns.turn():
-                    logits[batch] = self.model(**inputs).logits.float().numpy()
+                    logits[batch] = self.model(**inputs.to(device)).logits.float().cpu().numpy()
         return logits
 
 
@@ -151,8 +156,22 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def inference_dtype(name: str) -> torch.dtype:
-    """INFERENCE_DTYPE: "float32", "bfloat16", or "auto" (bfloat16 where the CPU computes it natively)."""
+def torch_device(name: str) -> torch.device:
+    """TORCH_DEVICE: "cpu", "cuda", or "auto" (the GPU where torch sees one, else the CPU)."""
     if name == "auto":
-        return torch.bfloat16 if native_bf16() else torch.float32
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    elif name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"TORCH_DEVICE=cuda, but torch {torch.__version__} sees no GPU: install a CUDA build of torch "
+            "(the lock pins the CPU one) and check nvidia-smi, or set TORCH_DEVICE=auto or cpu"
+        )
+    return torch.device(name)
+
+
+def inference_dtype(name: str, device: torch.device | None = None) -> torch.dtype:
+    """INFERENCE_DTYPE: "float32", "bfloat16", or "auto" (bfloat16 on a CPU that computes it natively; float32
+    on a GPU, fast enough without it)."""
+    if name == "auto":
+        on_cpu = device is None or device.type == "cpu"
+        return torch.bfloat16 if on_cpu and native_bf16() else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
