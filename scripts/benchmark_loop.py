@@ -108,13 +108,16 @@ def new_project(stack: LocalStack, args):
     labeled, pool = read("tweets_labeled.csv", ["text", "label"]), read("tweets_pool.csv", ["text"])
     ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token, timeout=600)
     project = ls.projects.create(title="loop benchmark", label_config=default_label_config()).id
+    assert project is not None
     tasks = [
         {"data": {"text": r["text"]}, "annotations": [{"result": [LABELS.region(r["label"])]}]}
         for r in cycle(labeled, args.labeled)
     ]
     tasks += [{"data": {"text": r["text"]}} for r in cycle(pool, args.unlabeled)]
     started = time.time()
-    ids = list(ls.projects.import_tasks(id=project, request=tasks, return_task_ids=True).task_ids)
+    # The SDK's types name neither plain dicts as tasks nor the task_ids that return_task_ids adds to its answer.
+    imported = ls.projects.import_tasks(id=project, request=tasks, return_task_ids=True)  # type: ignore[arg-type]
+    ids = list(imported.task_ids)  # type: ignore[attr-defined]
     connect_backend(ls, project, stack.backend_url, webhook_secret=stack.webhook_secret)
     ls.projects.update(id=project, sampling="Uncertainty sampling")
     print(
@@ -151,6 +154,11 @@ def wall(job) -> float:
     return (job.ended_at - job.started_at).total_seconds()
 
 
+def answer(job) -> dict:
+    """A finished job's result; {} for one without (failed, or not finished yet)."""
+    return job.return_value() or {}
+
+
 def jobs_of(redis, queue_name: str, version: str, timeout: float = 300) -> dict:
     """What the finished jobs that made `version` report: its training run, its chunks, its switch job, and the
     cleanup after the switch (deleting the older predictions; waited for, so that the next round does not queue
@@ -164,14 +172,15 @@ def jobs_of(redis, queue_name: str, version: str, timeout: float = 300) -> dict:
     deadline = time.time() + timeout
     while True:
         jobs = [j for j in queue.job_class.fetch_many(registry.get_job_ids(), connection=redis) if j is not None]
-        train = [j for j in jobs if j.func_name == TRAIN_FUNC and (j.return_value() or {}).get("version") == version]
-        chunks = [j for j in jobs if j.func_name.endswith("score_chunk") and j.kwargs.get("version") == version]
-        switch = [j for j in jobs if j.func_name.endswith("finish_rescoring") and j.kwargs.get("version") == version]
-        cleanup = [j for j in jobs if j.func_name.endswith("old_predictions") and j.kwargs.get("version") == version]
-        if (train and cleanup and ("rescored" in train[0].return_value() or switch)) or time.time() > deadline:
+        of = {j: (j.func_name or "", j.kwargs.get("version")) for j in jobs}
+        train = [j for j in jobs if of[j][0] == TRAIN_FUNC and answer(j).get("version") == version]
+        chunks = [j for j in jobs if of[j][0].endswith("score_chunk") and of[j][1] == version]
+        switch = [j for j in jobs if of[j][0].endswith("finish_rescoring") and of[j][1] == version]
+        cleanup = [j for j in jobs if of[j][0].endswith("old_predictions") and of[j][1] == version]
+        if (train and cleanup and ("rescored" in answer(train[0]) or switch)) or time.time() > deadline:
             break
         time.sleep(0.5)
-    result = train[0].return_value() if train else {}
+    result = answer(train[0]) if train else {}
     inline = result.get("rescored")
     if inline:
         return {
@@ -202,12 +211,12 @@ def jobs_of(redis, queue_name: str, version: str, timeout: float = 300) -> dict:
         "train_job": result.get("seconds", 0.0),
         "train_wall": wall(train[0]) if train else 0.0,
         "chunks": len(chunks),
-        "tasks": sum(j.return_value().get("predictions", 0) for j in chunks),
-        "score": sum(j.return_value().get("score_seconds", 0) for j in chunks),
-        "write": sum(j.return_value().get("seconds", 0) - j.return_value().get("score_seconds", 0) for j in chunks),
+        "tasks": sum(answer(j).get("predictions", 0) for j in chunks),
+        "score": sum(answer(j).get("score_seconds", 0) for j in chunks),
+        "write": sum(answer(j).get("seconds", 0) - answer(j).get("score_seconds", 0) for j in chunks),
         "chunk_wall": sum(wall(j) for j in chunks),
         "switch_wall": wall(switch[0]) if switch else float("nan"),
-        "switch_status": switch[0].return_value().get("status") if switch else "not found",
+        "switch_status": answer(switch[0]).get("status") if switch else "not found",
         "cleanup_wall": wall(cleanup[0]) if cleanup else float("nan"),
     }
 
@@ -229,6 +238,7 @@ def fast_tier(args) -> None:
     stack = new_stack(args, {"MODEL_KINDS": "linear", "RETRAIN_EVERY": "1"}, "bench-fast-")
     try:
         stack.start()
+        assert stack.redis_url is not None  # start() set it
         settings = Settings(redis_url=stack.redis_url)
         redis = connect(settings)
         ls, project, unlabeled = new_project(stack, args)
@@ -332,6 +342,7 @@ def full_tier(args) -> None:
         stack.start()
         while len(stack.workers) < workers:
             stack.start_worker()
+        assert stack.redis_url is not None  # start() set it
         settings = Settings(redis_url=stack.redis_url)
         redis = connect(settings)
         ls, project, unlabeled = new_project(stack, args)

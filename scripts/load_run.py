@@ -228,7 +228,7 @@ class Run:
             )
             results = answer.json().get("results") if answer else None
             slot = results[0] if results else None
-            guess = LABELS.choice_in(slot.get("result")) if isinstance(slot, dict) else None
+            guess = LABELS.choice_in(slot.get("result") or []) if isinstance(slot, dict) else None
             if guess is None:
                 label = LABELS.classes[1] if rng.random() < 0.15 else LABELS.classes[0]
             elif rng.random() < 0.1:
@@ -291,7 +291,8 @@ def training_runs(redis_url: str, project: int, before: set[str]) -> tuple[dict,
     from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
     queue = Queue(Settings(redis_url=redis_url).rq_queue, connection=Redis.from_url(redis_url))
-    outcome, failures, seen = Counter(), [], set()
+    outcome: Counter[str] = Counter()
+    failures, seen = [], set()
     for registry in (FinishedJobRegistry(queue=queue), FailedJobRegistry(queue=queue)):
         for job in queue.job_class.fetch_many(registry.get_job_ids(), connection=queue.connection):
             if job is None or job.kwargs.get("project") != project:
@@ -481,6 +482,7 @@ def main() -> None:
     # `timeout` and Ctrl-C must still stop the processes started here (the finally block).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stack = None
+    target: tuple[str, str, str, str, str | None, Path | None]
     try:
         if args.label_studio_url or args.backend_url:
             if not (args.label_studio_url and args.backend_url and args.token):
