@@ -12,8 +12,9 @@ the demo data) in each tier's stack:
    the project's model_version is the new version, which happens only after every unlabeled task holds a
    prediction of it. Each run and the median; where the time goes comes from the jobs' own results (reading
    labels and unlabeled tasks, training, chunk scoring and writing, the switch, the cleanup job after it), and
-   the per-task costs of reading tasks, scoring, writing and deleting predictions. Then REPEATS annotations
-   back to back, each the moment the previous one switched, while the switch's cleanup job is queued.
+   the per-task costs of reading tasks, scoring, writing and deleting predictions; each annotation finds the
+   queue idle (the previous round's cleanup and suspect-score jobs done). Then REPEATS annotations back to back,
+   each the moment the previous one switched, while its cleanup and suspect-score jobs are queued.
 3. Full tier (MODEL_KINDS=linear,transformer, TRANSFORMER_EVERY=10**6, a fresh stack with 2 workers splitting the
    cores, TORCH_THREADS): Start Training runs a full run (both kinds); while its transformer trains, one
    annotation starts a fast run, timed until it switches the project; then the full run, timed until its own
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import datetime
 import os
 import secrets
 import signal
@@ -154,9 +156,38 @@ def wall(job) -> float:
     return (job.ended_at - job.started_at).total_seconds()
 
 
+def started_at(job) -> float:
+    """The unix time a job started (RQ stores naive UTC datetimes)."""
+    moment = job.started_at
+    return (moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)).timestamp()
+
+
 def answer(job) -> dict:
     """A finished job's result; {} for one without (failed, or not finished yet)."""
     return job.return_value() or {}
+
+
+def wait_idle(redis, queue_name: str, timeout: float = 300) -> None:
+    """Until no job waits or runs on the queue."""
+    from rq import Queue
+
+    queue = Queue(queue_name, connection=redis)
+    deadline = time.time() + timeout
+    while (queue.count or queue.started_job_registry.count) and time.time() < deadline:
+        time.sleep(0.25)
+
+
+def suspects_outcomes(redis, queue_name: str) -> dict:
+    """How the finished suspect-score jobs ended, counted by status."""
+    from collections import Counter
+
+    from rq import Queue
+    from rq.registry import FinishedJobRegistry
+
+    queue = Queue(queue_name, connection=redis)
+    jobs = queue.job_class.fetch_many(FinishedJobRegistry(queue=queue).get_job_ids(), connection=redis)
+    found = [j for j in jobs if j is not None and (j.func_name or "").endswith("refresh_suspects")]
+    return dict(Counter(answer(j).get("status", "?") for j in found))
 
 
 def jobs_of(redis, queue_name: str, version: str, timeout: float = 300) -> dict:
@@ -201,7 +232,7 @@ def jobs_of(redis, queue_name: str, version: str, timeout: float = 300) -> dict:
             "switch_status": inline["switch"],
             "cleanup_wall": wall(cleanup[0]) if cleanup else float("nan"),
             "inline": True,
-            "suspects": (result.get("suspects") or {}).get("seconds", 0.0),
+            "train_started": started_at(train[0]),
         }
     return {
         "tier": result.get("tier"),
@@ -255,6 +286,7 @@ def fast_tier(args) -> None:
         version = wait_switch(ls, project, stack.workers)
         done = time.time()
         parts = jobs_of(redis, settings.rq_queue, version)
+        wait_idle(redis, settings.rq_queue)
         print(f"first version ({version}) on Start Training: {done - started:.1f} s; {describe(parts)}", flush=True)
 
         latencies, rounds = [], []
@@ -266,8 +298,9 @@ def fast_tier(args) -> None:
             version = wait_switch(ls, project, stack.workers, since=previous)
             latencies.append(time.time() - started)
             rounds.append(jobs_of(redis, settings.rq_queue, version))
+            wait_idle(redis, settings.rq_queue)  # the suspect scores too: the next annotation finds the queue idle
             if rounds[-1].get("inline"):  # the job's wall time holds its chunks, the switch and what comes after it
-                rest = latencies[-1] - (rounds[-1]["train_wall"] - rounds[-1]["switch_wall"] - rounds[-1]["suspects"])
+                rest = latencies[-1] - (rounds[-1]["train_wall"] - rounds[-1]["switch_wall"])
             else:
                 rest = latencies[-1] - rounds[-1]["train_wall"] - rounds[-1]["chunk_wall"]
             print(
@@ -283,15 +316,23 @@ def fast_tier(args) -> None:
         )
 
         # Annotations back to back: the next one the moment the project switches, while the switch's cleanup job
-        # (deleting the older predictions) is queued. It gives way, so the run starts at once; deleting inline,
-        # as before commit 9ef4c8c, the run would wait for it (the rounds' cleanup time above).
-        back_to_back = []
+        # (deleting the older predictions) and the run's suspect-score job are queued. Both give way to the run
+        # the annotation asks for; deleting inline, as before commit 9ef4c8c, the run would wait for the delete
+        # (the rounds' cleanup time above).
+        back_to_back, annotated = [], []
         for _ in range(args.repeats):
             previous = version
             started = time.time()
             ls.annotations.create(id=unlabeled.pop(0), result=[LABELS.region("ok")])
             version = wait_switch(ls, project, stack.workers, since=previous)
             back_to_back.append(time.time() - started)
+            annotated.append((started, version))
+        wait_idle(redis, settings.rq_queue)
+        for n, (started, made) in enumerate(annotated, 1):
+            parts = jobs_of(redis, settings.rq_queue, made)
+            waited = parts["train_started"] - started if parts.get("inline") else float("nan")
+            print(f"back to back {n}: its run started {waited:.1f} s after the annotation; {describe(parts)}")
+        print(f"suspect-score jobs: {suspects_outcomes(redis, settings.rq_queue)}")
         cleanups = [r["cleanup_wall"] for r in rounds]
         print(
             f"BACK TO BACK (each annotation the moment the previous version switched): "

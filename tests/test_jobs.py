@@ -1,6 +1,8 @@
 """Jobs run by a real RQ worker (in-process, burst) against a real redis-server; Label Studio absent, or a stand-in
 that fails the way a test needs (the e2e tests run the jobs against a real one)."""
 
+import time
+
 from redis import Redis
 from rq import SimpleWorker
 from rq.job import Job, JobStatus
@@ -230,6 +232,7 @@ def test_a_cleanup_yields_to_a_waiting_training_and_skips_a_project_switched_sin
     assert jobs.BACKLOG_VERSIONS == 2
     queue = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url))
     other_cleanup = queue.enqueue(print, "another project's cleanup", job_id="cleanup-2-abc-project2-v5")
+    suspects = queue.enqueue(print, "suspect scores", job_id="suspects-1-0123456789ab")
     waiting = queue.enqueue(print, "a training")
     # While a training waits: the oldest, down to two older versions (annotators who keep the queue busy for
     # hours must not pile versions up), and then nothing more.
@@ -237,8 +240,10 @@ def test_a_cleanup_yields_to_a_waiting_training_and_skips_a_project_switched_sin
     assert result["status"] == "yielded" and result["deleted_versions"] == [v1, v2] == studio.deleted
     assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [] and studio.deleted == [v1, v2]
     waiting.delete()
+    # Other background jobs waiting (a cleanup, suspect scores) are no reason to stop.
     assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [v3, v4]
     other_cleanup.delete()
+    suspects.delete()
     studio.deleted.clear()
     studio.versions[v4] = 20
     studio.switched_to = newer  # a newer switch queued its own cleanup, which deletes both
@@ -251,3 +256,67 @@ def test_an_event_for_a_project_label_studio_does_not_have_ends_as_not_connected
     from backend.retraining import jobs
 
     assert "has no project 99" in jobs.not_connected(_LabelStudio({}), 99, "abc123")
+
+
+class _Labels:
+    """What refresh_suspects asks of Label Studio: six annotated tweets, one of them labeled against the rest."""
+
+    def __init__(self):
+        from backend.labelstudio.client import LabeledTask
+
+        texts = ["fuera inmigrantes", "fuera los inmigrantes ya", "que se vayan los inmigrantes"]
+        texts += ["buen partido hoy", "que lindo día", "fuera inmigrantes de aquí"]
+        labels = ["xenófobo", "xenófobo", "xenófobo", "ok", "ok", "ok"]
+        self.tasks = [LabeledTask(i, t, y, {"text": t}) for i, (t, y) in enumerate(zip(texts, labels, strict=True))]
+        self.reads, self.updates = 0, {}
+
+    def label_config(self, project):
+        return LABEL_CONFIG
+
+    def labeled_tasks(self, project, config):
+        self.reads += 1
+        return self.tasks
+
+    def unlabeled(self, project, config):
+        return []
+
+    def update_task_data(self, task_id, data):
+        self.updates[task_id] = data
+
+
+def test_the_suspects_job_is_queued_once_per_project_and_gives_way_to_a_run_that_is_due(
+    tmp_path, redis_server, monkeypatch
+):
+    from rq import Queue
+
+    from backend.retraining import jobs
+
+    settings = Settings(model_dir=tmp_path, redis_url=redis_server.url, rq_queue="suspects-test")
+    studio = _Labels()
+    monkeypatch.setattr(jobs, "_settings", lambda: settings)
+    monkeypatch.setattr(jobs.LabelStudioClient, "from_settings", classmethod(lambda cls, settings: studio))
+    queue = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url))
+    first = jobs.enqueue_suspects(1, queue)
+    assert jobs.enqueue_suspects(1, queue) == first and jobs.enqueue_suspects(2, queue) != first
+    assert len(queue.get_job_ids()) == 2
+
+    # Never written: written now, whatever waits. The tweet labeled ok among the xenophobic ones is doubted.
+    policy = RetrainPolicy.from_settings(settings, queue.connection)
+    policy.request(1)
+    assert policy.run_due(1) and policy.suspects_age(1) is None
+    assert jobs.refresh_suspects(1)["status"] == "written" and studio.reads == 1
+    assert 5 in studio.updates and studio.updates[5]["suspect_score"] > 0.5 and studio.updates[5]["text"]
+    # Written moments ago and a run due: left to that run's own job, without reading a label.
+    assert jobs.refresh_suspects(1)["status"] == "left to the next run" and studio.reads == 1
+    # A minute old: written again, so annotations that keep the queue busy still move the tab.
+    policy.redis.set("al:1:suspects", time.time() - jobs.SUSPECTS_MAX_AGE_SECONDS - 1)
+    assert jobs.refresh_suspects(1)["status"] == "written" and studio.reads == 2
+    # No run due: written, however fresh.
+    queue.empty()
+    policy.redis.delete("al:1:fast:queued")
+    assert not policy.run_due(1)
+    assert jobs.refresh_suspects(1)["status"] == "written" and studio.reads == 3
+    # A run that becomes due while the labels are read: left to it before the out-of-fold models.
+    read = studio.labeled_tasks
+    monkeypatch.setattr(studio, "labeled_tasks", lambda project, config: (policy.request(1), read(project, config))[1])
+    assert jobs.refresh_suspects(1)["status"] == "left to the next run" and studio.reads == 4

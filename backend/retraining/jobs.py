@@ -9,6 +9,8 @@
                                              failed, so no task loses its score)
     delete_old_predictions(project, version) predictions of older versions of ours deleted, one version at a
                                              time; while another job waits, only down to BACKLOG_VERSIONS
+    refresh_suspects(project)                after a training run: `suspect_score` rewritten in annotated tasks
+                                             the out-of-fold model doubts; left to the next run when one is due
 
 A job reads its configuration from the environment (Settings) like the server, so the worker and the server
 agree on MODEL_DIR, REDIS_URL and LABEL_STUDIO_URL. A worker killed at any point leaves the previous version
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -59,6 +62,12 @@ SUSPECT_STEP = 0.05
 CHUNK_RETRIES = 2
 # The id of a cleanup job, before `<project>-<version>`: one per switch.
 CLEANUP_PREFIX = "cleanup-"
+# The id of a project's suspect-score job, before `<project>-<random>`: at most one waits per project.
+SUSPECTS_PREFIX = "suspects-"
+# A suspects job that finds another training run of its project due leaves the scores to that run's own job
+# (their out-of-fold models take seconds that the run would wait for), unless they are older than this: under
+# annotations that keep the queue busy they are still rewritten about once a minute.
+SUSPECTS_MAX_AGE_SECONDS = 60
 # Older versions whose predictions a cleanup leaves while a job waits: each is one prediction per unlabeled task,
 # so under annotations that keep the queue busy the deletes must keep up; up to this many, they wait for a pause.
 BACKLOG_VERSIONS = 2
@@ -194,9 +203,56 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
                 project, serving.name, settings, queue, xml=xml, tasks=unlabeled
             )
     if settings.suspect_scores:
-        result["suspects"] = flag_suspects(client, project, config.classes, labeled, unlabeled, settings)
+        result["suspects"] = enqueue_suspects(project, queue)
     result["seconds"] = round(time.time() - started, 2)
     log.info("project %s: %s", project, result)
+    return result
+
+
+def enqueue_suspects(project: int, queue: Queue) -> str:
+    """Queue the project's suspect-score job behind this run (the run's switch never waits for it), unless one
+    is waiting already: it reads the labels when it starts, so it sees this run's or newer ones."""
+    prefix = f"{SUSPECTS_PREFIX}{project}-"
+    waiting = [job_id for job_id in queue.get_job_ids() if job_id.startswith(prefix)]
+    if waiting:
+        return waiting[0]
+    job = queue.enqueue_call(
+        refresh_suspects,
+        kwargs={"project": project},
+        job_id=f"{prefix}{uuid.uuid4().hex[:12]}",
+        description=f"suspect scores of project {project}",
+    )
+    return job.id
+
+
+def refresh_suspects(project: int) -> dict:
+    """The suspect scores of every annotated task, from the labels Label Studio has now (flag_suspects). Left to
+    the next run's own job when one is due and the scores are younger than SUSPECTS_MAX_AGE_SECONDS: asked before
+    reading the labels and again before the out-of-fold models, the seconds a waiting run would wait for."""
+    settings = _settings()
+    job = get_current_job()
+    policy = RetrainPolicy.from_settings(settings, job.connection if job is not None else None)
+
+    def can_wait() -> dict | None:
+        age = policy.suspects_age(project)
+        if policy.run_due(project) and age is not None and age < SUSPECTS_MAX_AGE_SECONDS:
+            return {"status": "left to the next run", "age_seconds": round(age, 1)}
+        return None
+
+    if waiting := can_wait():
+        return waiting
+    client = LabelStudioClient.from_settings(settings)
+    try:
+        config = parse_label_config(client.label_config(project))
+        labeled, unlabeled = client.labeled_tasks(project, config), client.unlabeled(project, config)
+    except BackendError as exc:  # Label Studio down past its retries, or the project deleted since the run
+        log.warning("project %s: suspect scores not refreshed (%s); the next training retries", project, exc)
+        return {"status": "failed", "reason": str(exc)}
+    if waiting := can_wait():
+        return waiting
+    result = flag_suspects(client, project, config.classes, labeled, unlabeled, settings)
+    if result["status"] == "written":
+        policy.suspects_written(project)
     return result
 
 
@@ -210,7 +266,7 @@ def flag_suspects(
 ) -> dict:
     """Write `suspect_score` into the data of annotated tasks the out-of-fold model doubts (score > 0.5), and
     update it where it moved by SUSPECT_STEP or crossed 0.5, so the "Possibly mislabeled" tab follows the labels
-    with few writes. After the re-scoring: the queue never waits for it. A failure is logged, never fatal."""
+    with few writes. A failure is logged, never fatal."""
     started = time.time()
     texts, labels = [t.text for t in labeled], [t.label for t in labeled]
     probs = out_of_fold_probabilities(texts, labels, classes, settings=settings, unlabeled=[t.text for t in unlabeled])
@@ -473,8 +529,9 @@ def delete_old_predictions(project: int, version: str) -> dict:
     queue = _queue(settings)
     deleted: list[str] = []
     for left, name in zip(range(len(old), 0, -1), old, strict=True):
-        # Another cleanup waiting is no reason to stop: it may be another project's, with its own versions.
-        if left <= BACKLOG_VERSIONS and any(not job.startswith(CLEANUP_PREFIX) for job in queue.get_job_ids()):
+        # Another cleanup or a suspects job waiting is no reason to stop: background work too, which waits anyway.
+        background = (CLEANUP_PREFIX, SUSPECTS_PREFIX)
+        if left <= BACKLOG_VERSIONS and any(not job.startswith(background) for job in queue.get_job_ids()):
             log.info("project %s: a job waits; %s's predictions are left to the next cleanup", project, name)
             return {"status": "yielded", "version": version, "deleted_versions": deleted}
         deleted += _delete(client, project, [name], settings)

@@ -14,6 +14,7 @@ process and worker:
     al:<project>:<tier>:queued   "<job id> <unix time>" of the queued training job
     al:<project>:<tier>:running  id of the running job; a lease the job renews, so a killed worker frees it
     al:<project>:<tier>:rerun    set when a request arrived during the run
+    al:<project>:suspects        unix time the project's suspect scores were last written (jobs.refresh_suspects)
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ _RANK = {Decision.IGNORED: 0, Decision.COUNTED: 1, Decision.JOINED: 2, Decision.
 
 def _keys(project: int, tier: str) -> dict[str, str]:
     return {name: f"al:{project}:{tier}:{name}" for name in ("new", "queued", "running", "rerun")}
+
+
+def _suspects_key(project: int) -> str:
+    return f"al:{project}:suspects"
 
 
 def cadence(settings: Settings) -> dict[str, int]:
@@ -226,6 +231,18 @@ class RetrainPolicy:
             if self._end(keys=[k["running"], k["rerun"]], args=[job_id]):
                 decision, follow_up = self.request(project, tier)
                 log.info("project %s: labels arrived during the run: %s %s", project, decision.value, follow_up or "")
+
+    def run_due(self, project: int) -> bool:
+        """Whether a training run of `project` (any tier) is queued, or due after the one in progress."""
+        return any(state["queued"] or state["rerun"] for state in (self.state(project, t) for t in self.cadence))
+
+    def suspects_written(self, project: int) -> None:
+        self.redis.set(_suspects_key(project), time.time(), ex=KEY_TTL_SECONDS)
+
+    def suspects_age(self, project: int) -> float | None:
+        """Seconds since the project's suspect scores were last written; None when never (or a week ago)."""
+        written = self.redis.get(_suspects_key(project))
+        return None if written is None else max(time.time() - float(written), 0.0)
 
     def state(self, project: int, tier: str = FAST) -> dict:
         k = _keys(project, tier)
