@@ -21,8 +21,9 @@ the demo data) in each tier's stack:
    switch. Two workers, because RQ runs one job per worker: on one worker the fast run would queue behind the
    full run.
 
-There is no --workers any more: the fast tier's loop is Label Studio I/O and sub-second training, done on the one
-worker of `make run` (its chunk jobs run one after the other); the full tier needs two, and takes them.
+The fast tier runs on the one worker of `make run` (its loop is Label Studio I/O and sub-second training), or on
+--fast-workers; the full tier needs two, and takes them. Last in the fast tier, REPEATS annotations each made a
+second after the previous switch, while its cleanup job deletes: with one worker the run waits for that delete.
 Prints figures; they are written down in docs/benchmarks.md. --webhook-only: only Redis and the backend.
 """
 
@@ -269,6 +270,8 @@ def fast_tier(args) -> None:
     stack = new_stack(args, {"MODEL_KINDS": "linear", "RETRAIN_EVERY": "1"}, "bench-fast-")
     try:
         stack.start()
+        while len(stack.workers) < args.fast_workers:
+            stack.start_worker()
         assert stack.redis_url is not None  # start() set it
         settings = Settings(redis_url=stack.redis_url)
         redis = connect(settings)
@@ -280,7 +283,7 @@ def fast_tier(args) -> None:
         )
         Queue(settings.rq_queue, connection=redis).empty()  # the training those posts asked for (no such project)
 
-        print("\n== fast tier: MODEL_KINDS=linear, RETRAIN_EVERY=1, 1 worker ==", flush=True)
+        print(f"\n== fast tier: MODEL_KINDS=linear, RETRAIN_EVERY=1, {len(stack.workers)} worker(s) ==", flush=True)
         started = time.time()
         start_training(stack, project)
         version = wait_switch(ls, project, stack.workers)
@@ -309,7 +312,7 @@ def fast_tier(args) -> None:
                 flush=True,
             )
         print(
-            f"FAST LOOP LATENCY ({args.labeled} labeled, {args.unlabeled} unlabeled, 1 worker): "
+            f"FAST LOOP LATENCY ({args.labeled} labeled, {args.unlabeled} unlabeled, {len(stack.workers)} worker(s)): "
             f"{', '.join(f'{x:.1f}' for x in latencies)} s; median {statistics.median(latencies):.1f} s "
             f"(polling the project every 0.25 s: {len(POLLS)} GETs of {statistics.median(POLLS) * 1000:.0f} ms median)",
             flush=True,
@@ -339,6 +342,27 @@ def fast_tier(args) -> None:
             f"{', '.join(f'{x:.1f}' for x in back_to_back)} s; median {statistics.median(back_to_back):.1f} s, "
             f"against a median {statistics.median(latencies):.1f} s with the cleanup done and a median "
             f"{statistics.median(cleanups):.1f} s of cleanup that an inline delete would add",
+            flush=True,
+        )
+
+        # Annotations while a cleanup deletes: one second after the previous switch, when its cleanup job (nothing
+        # waiting) has begun deleting the older version's predictions, which Label Studio does in one request.
+        wait_idle(redis, settings.rq_queue)
+        during = []
+        for _ in range(args.repeats):
+            previous = version
+            ls.annotations.create(id=unlabeled.pop(0), result=[LABELS.region("ok")])
+            version = wait_switch(ls, project, stack.workers, since=previous)
+            time.sleep(1.0)
+            previous = version
+            started = time.time()
+            ls.annotations.create(id=unlabeled.pop(0), result=[LABELS.region("ok")])
+            version = wait_switch(ls, project, stack.workers, since=previous)
+            during.append(time.time() - started)
+            wait_idle(redis, settings.rq_queue)
+        print(
+            f"DURING A DELETE (each annotation 1 s after a switch, its cleanup deleting, {len(stack.workers)} "
+            f"worker(s)): {', '.join(f'{x:.1f}' for x in during)} s; median {statistics.median(during):.1f} s",
             flush=True,
         )
 
@@ -465,6 +489,7 @@ def main() -> None:
     parser.add_argument("--unlabeled", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3, help="annotations timed in the fast tier")
     parser.add_argument("--tiers", default="fast,full", help="fast and/or full")
+    parser.add_argument("--fast-workers", type=int, default=1, help="RQ workers of the fast tier (make run: 1)")
     parser.add_argument("--label-studio", default=label_studio_bin())
     parser.add_argument("--webhook-only", action="store_true", help="only Redis and the backend: webhook latency")
     args = parser.parse_args()
