@@ -64,6 +64,8 @@ CHUNK_RETRIES = 2
 CLEANUP_PREFIX = "cleanup-"
 # The id of a project's suspect-score job, before `<project>-<random>`: at most one waits per project.
 SUSPECTS_PREFIX = "suspects-"
+# Jobs that tidy up after a run, by id: a cleanup does not give way to them.
+BACKGROUND = (CLEANUP_PREFIX, SUSPECTS_PREFIX)
 # A suspects job that finds another training run of its project due leaves the scores to that run's own job
 # (their out-of-fold models take seconds that the run would wait for), unless they are older than this: under
 # annotations that keep the queue busy they are still rewritten about once a minute.
@@ -530,8 +532,7 @@ def delete_old_predictions(project: int, version: str) -> dict:
     deleted: list[str] = []
     for left, name in zip(range(len(old), 0, -1), old, strict=True):
         # Another cleanup or a suspects job waiting is no reason to stop: background work too, which waits anyway.
-        background = (CLEANUP_PREFIX, SUSPECTS_PREFIX)
-        if left <= BACKLOG_VERSIONS and any(not job.startswith(background) for job in queue.get_job_ids()):
+        if left <= BACKLOG_VERSIONS and any(not job.startswith(BACKGROUND) for job in queue.get_job_ids()):
             log.info("project %s: a job waits; %s's predictions are left to the next cleanup", project, name)
             return {"status": "yielded", "version": version, "deleted_versions": deleted}
         deleted += _delete(client, project, [name], settings)
