@@ -18,19 +18,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from backend.models.finetune import TrainConfig, fine_tune  # noqa: E402
-from backend.models.transformer import torch_device  # noqa: E402
 from backend.settings import Settings  # noqa: E402
+from backend.stack.demo import DEMO  # noqa: E402
 from backend.tables import read_csv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "tweets_labeled.csv"
-# backend.stack.demo's folder, not imported from there: that module imports Label Studio's SDK.
-DEMO = ROOT / "backend" / "stack" / "demo" / "tweets_labeled.csv"
 CLASSES = ["ok", "xenófobo"]
 
 
 def tweets(n: int) -> tuple[list[str], list[str], Path]:
-    source = SHARED if SHARED.exists() else DEMO
+    source = SHARED if SHARED.exists() else DEMO / "tweets_labeled.csv"
     rows = read_csv(source, ["text", "label"])
     rows = [rows[i % len(rows)] for i in range(n)]
     return [r["text"] for r in rows], [r["label"] for r in rows], source
@@ -63,7 +61,6 @@ def main() -> None:
     print(f"{args.labels} labels from {source}; scoring {args.score} tweets")
     results = {}
     for device in devices:
-        torch_device(device)  # refuses cuda without a GPU before anything runs
         results[device] = result = run(device, texts, labels, args.score, settings)
         print(
             f"{device:5s} fine-tuning {result['train']:7.1f} s ({result['epochs']:.1f} epochs)   "

@@ -3,7 +3,6 @@ scores the same on the CPU. The GPU case is skipped where torch sees none (CI); 
 `python -m pytest --noconftest tests/test_device.py` (imports nothing of Label Studio, Redis or Flask)."""
 
 import os
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -14,17 +13,16 @@ import torch  # noqa: E402
 from backend.models.finetune import TrainConfig, fine_tune  # noqa: E402
 from backend.models.transformer import TransformerClassifier, torch_device  # noqa: E402
 from backend.settings import Settings  # noqa: E402
+from backend.stack.demo import DEMO  # noqa: E402
 from backend.tables import read_csv  # noqa: E402
 
 CLASSES = ["ok", "xenófobo"]
-# backend.stack.demo's folder, not imported from there: that module imports Label Studio's SDK.
-DEMO_TWEETS = Path(__file__).resolve().parents[1] / "backend" / "stack" / "demo" / "tweets_labeled.csv"
 NO_GPU = not torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(NO_GPU, reason="torch sees no GPU"))]
 
 
 def _demo(n: int) -> tuple[list[str], list[str]]:
-    rows = read_csv(DEMO_TWEETS, ["text", "label"])
+    rows = read_csv(DEMO / "tweets_labeled.csv", ["text", "label"])
     rows = [r for r in rows if r["label"] == CLASSES[1]][: n // 2] + [r for r in rows if r["label"] == CLASSES[0]]
     return [r["text"] for r in rows[:n]], [r["label"] for r in rows[:n]]
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..labelstudio.label_config import default_label_config
-from ..labelstudio.project_setup import SetupReport, request_training, setup_project
 from ..tables import read_csv
+
+if TYPE_CHECKING:
+    from ..labelstudio.project_setup import SetupReport
 
 DEMO = Path(__file__).resolve().parent / "demo"
 DEMO_TITLE = "Demo: tweets xenofobia"
@@ -37,6 +39,11 @@ def setup_demo(
 ) -> SetupReport:
     """While the project has no model of its own, ask the backend to train one on the demo labels (the worker
     does it in the background)."""
+    # Imported here: DEMO and read_demo stay importable without Label Studio's SDK (tests/test_device.py on a
+    # GPU machine, scripts/benchmark_training.py).
+    from ..labelstudio.label_config import default_label_config
+    from ..labelstudio.project_setup import request_training, setup_project
+
     # No "Retrieve predictions" now: the untrained base model has none to give; the worker's re-scoring will.
     report = setup_project(
         ls,
