@@ -171,7 +171,9 @@ def _worker(args, settings: Settings) -> None:
     # when the worker wakes from waiting for a job (worker_ttl - 15 s), so both are about a minute, not RQ's 10 and
     # 7: a lost worker delays a project's switch by about 2.5 minutes at most (90 s until RQ calls it lost).
     worker = Worker([settings.rq_queue], connection=connect(settings), maintenance_interval=60, worker_ttl=75)
-    worker.work(burst=args.burst, logging_level=settings.log_level, with_scheduler=False)
+    # RQ's scheduler (one process per worker; one of them holds the queue's lock) enqueues the cleanups that wait
+    # for annotators to pause (jobs.delete_old_predictions).
+    worker.work(burst=args.burst, logging_level=settings.log_level, with_scheduler=True)
 
 
 def _rollback(args, settings: Settings) -> None:

@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     train_learning_rate: float = Field(default=1e-4, gt=0)
     # Versions kept per project (the serving one is never removed).
     keep_versions: int = Field(default=5, ge=1)
+    # The predictions of older versions are deleted once no annotation has come for this long (seconds; 0: right
+    # after each switch). Label Studio on SQLite holds its database while it deletes, 15-20 s for 2,000
+    # predictions, and annotators' next task waits that long (docs/active-learning.md, "Faults").
+    cleanup_idle_seconds: float = Field(default=60, ge=0)
     # Unlabeled tasks per re-scoring job: more workers score more chunks at once.
     rescore_chunk: int = Field(default=500, ge=1)
     # A training run holds a lease it renews; a killed worker's lease ends after this long.

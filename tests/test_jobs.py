@@ -219,37 +219,94 @@ def test_a_cleanup_label_studio_refuses_never_fails_and_only_ours_are_deleted(
     assert f"predictions of {old} not deleted" in caplog.text
 
 
-def test_a_cleanup_yields_to_a_waiting_training_and_skips_a_project_switched_since(tmp_path, redis_server, monkeypatch):
+def _scheduled(queue) -> dict[str, float]:
+    """{job id: seconds from now} of the jobs RQ's scheduler will enqueue."""
+    from rq.registry import ScheduledJobRegistry
+
+    registry = ScheduledJobRegistry(queue=queue)
+    return {i: registry.get_scheduled_time(i).timestamp() - time.time() for i in registry.get_job_ids()}
+
+
+def test_a_cleanup_waits_for_annotators_to_pause_but_never_piles_up_versions(tmp_path, redis_server, monkeypatch):
+    """Label Studio on SQLite holds its database while it deletes, and annotators' next task waits: while they
+    annotate, the cleanup deletes only what is past BACKLOG_VERSIONS and schedules itself for the pause."""
+    from rq import Queue
+
+    from backend.retraining.policy import LAST_ANNOTATION_KEY
+    from tests.helpers import v
+
+    registry = Registry(tmp_path)
+    *old, new = (v(registry, "1", n) for n in range(1, 10))
+    # Label Studio lists the newest first.
+    studio = _LabelStudio({name: 20 for name in [new, *old[::-1]]}, current=new)
+    jobs, settings = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
+    assert settings.cleanup_idle_seconds == 60 and jobs.BACKLOG_VERSIONS == 6 == len(old) - 2
+    queue = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url))
+    RetrainPolicy.from_settings(settings, queue.connection).on_event(2, "ANNOTATION_CREATED")  # any project's
+
+    result = jobs.delete_old_predictions(1, new)
+    assert result["status"] == "waiting" and result["deleted_versions"] == old[:2] == studio.deleted
+    assert result["next"].startswith(f"cleanup-1-{new}-")
+    assert 55 < _scheduled(queue)[result["next"]] <= 60 and queue.job_ids == []
+    # The pause began 20 s ago: nothing waits, so the rest go, oldest first.
+    queue.connection.set(LAST_ANNOTATION_KEY, time.time() - 80)
+    assert jobs.delete_old_predictions(1, new) == {"status": "done", "version": new, "deleted_versions": old[2:]}
+    assert studio.deleted == old and list(studio.versions) == [new]
+
+
+def test_a_cleanup_gives_way_to_a_waiting_training_and_skips_a_project_switched_since(
+    tmp_path, redis_server, monkeypatch
+):
     from rq import Queue
 
     from tests.helpers import v
 
     registry = Registry(tmp_path)
-    v1, v2, v3, v4, new, newer = (v(registry, "1", n) for n in range(1, 7))
-    # Label Studio lists the newest first.
-    studio = _LabelStudio({new: 20, v4: 20, v3: 20, v2: 20, v1: 20}, current=new)
+    v1, v2, new, newer = (v(registry, "1", n) for n in range(1, 5))
+    studio = _LabelStudio({new: 20, v2: 20, v1: 20}, current=new)
     jobs, settings = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
-    assert jobs.BACKLOG_VERSIONS == 2
     queue = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url))
     other_cleanup = queue.enqueue(print, "another project's cleanup", job_id="cleanup-2-abc-project2-v5")
     suspects = queue.enqueue(print, "suspect scores", job_id="suspects-1-0123456789ab")
     waiting = queue.enqueue(print, "a training")
-    # While a training waits: the oldest, down to two older versions (annotators who keep the queue busy for
-    # hours must not pile versions up), and then nothing more.
+    # No annotation for a week (or ever), but a training waits: it goes first, the cleanup a second later.
     result = jobs.delete_old_predictions(1, new)
-    assert result["status"] == "yielded" and result["deleted_versions"] == [v1, v2] == studio.deleted
-    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [] and studio.deleted == [v1, v2]
+    assert result["status"] == "waiting" and studio.deleted == []
+    assert 0 < _scheduled(queue)[result["next"]] <= 1
     waiting.delete()
     # Other background jobs waiting (a cleanup, suspect scores) are no reason to stop.
-    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [v3, v4]
+    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [v1, v2] == studio.deleted
     other_cleanup.delete()
     suspects.delete()
     studio.deleted.clear()
-    studio.versions[v4] = 20
+    studio.versions[v2] = 20
     studio.switched_to = newer  # a newer switch queued its own cleanup, which deletes both
     assert jobs.delete_old_predictions(1, new)["status"] == "superseded" and studio.deleted == []
     studio.switched_to = new
-    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [v4] == studio.deleted
+    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [v2] == studio.deleted
+
+
+def test_a_scheduled_cleanup_runs_when_rq_s_scheduler_enqueues_it(tmp_path, redis_server, monkeypatch):
+    """What the worker's scheduler (`python -m backend worker` runs one) does with the job the cleanup left."""
+    from rq import Queue
+
+    from tests.helpers import v
+
+    registry = Registry(tmp_path)
+    old, new = v(registry, "1", 1), v(registry, "1", 2)
+    studio = _LabelStudio({new: 20, old: 20}, current=new)
+    jobs, settings = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
+    queue = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url))
+    later = jobs._enqueue_cleanup(settings, 1, new, delay=1)
+    assert later.get_status() == JobStatus.SCHEDULED and queue.job_ids == []
+    time.sleep(1.2)
+    SimpleWorker([queue], connection=queue.connection).work(burst=True, with_scheduler=True)
+    assert Job.fetch(later.id, connection=queue.connection).return_value() == {
+        "status": "done",
+        "version": new,
+        "deleted_versions": [old],
+    }
+    assert studio.deleted == [old]
 
 
 def test_an_event_for_a_project_label_studio_does_not_have_ends_as_not_connected():

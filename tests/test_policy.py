@@ -30,7 +30,9 @@ def _train_jobs(queue: Queue) -> list:
 def test_retrain_after_every_n_annotation_events(queue):
     loop = RetrainPolicy(queue, cadence={FAST: 3})
     assert loop.on_event(PROJECT, "PROJECT_UPDATED")[0] is Decision.IGNORED
+    assert loop.idle_seconds() is None  # no annotation yet
     assert loop.on_event(PROJECT, "ANNOTATION_CREATED")[0] is Decision.COUNTED
+    assert 0 <= loop.idle_seconds() < 1  # what the cleanup job waits on
     assert loop.on_event(PROJECT, "ANNOTATION_UPDATED")[0] is Decision.COUNTED
     decision, job_id = loop.on_event(PROJECT, "ANNOTATION_CREATED")
     assert decision is Decision.QUEUED
@@ -46,6 +48,7 @@ def test_start_training_requests_at_once_and_projects_are_independent(queue):
     assert loop.on_event(1, "START_TRAINING")[0] is Decision.QUEUED
     assert loop.on_event(2, "START_TRAINING")[0] is Decision.QUEUED
     assert sorted(job.kwargs["project"] for job in _train_jobs(queue)) == [1, 2]
+    assert loop.idle_seconds() is None  # Start Training is not an annotation
 
 
 def test_the_tiers_follow_the_model_kinds():
@@ -233,5 +236,5 @@ def test_every_key_of_the_policy_expires(queue):
         loop.on_event(PROJECT, "START_TRAINING")  # during a run: a follow-up is due
     redis = queue.connection
     keys = [k.decode() for k in redis.keys("al:*")]
-    assert {"al:424242:fast:new", f"al:{PROJECT}:fast:queued"} <= set(keys)
+    assert {"al:424242:fast:new", f"al:{PROJECT}:fast:queued", "al:last-annotation"} <= set(keys)
     assert all(0 < redis.ttl(k) <= 7 * 24 * 3600 for k in keys), {k: redis.ttl(k) for k in keys}

@@ -15,6 +15,8 @@ process and worker:
     al:<project>:<tier>:running  id of the running job; a lease the job renews, so a killed worker frees it
     al:<project>:<tier>:rerun    set when a request arrived during the run
     al:<project>:suspects        unix time the project's suspect scores were last written (jobs.refresh_suspects)
+    al:last-annotation           unix time of the last annotation event of any project (jobs.delete_old_predictions
+                                 waits for a pause: every project's annotators share Label Studio's database)
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ def _keys(project: int, tier: str) -> dict[str, str]:
 
 def _suspects_key(project: int) -> str:
     return f"al:{project}:suspects"
+
+
+LAST_ANNOTATION_KEY = "al:last-annotation"
 
 
 def cadence(settings: Settings) -> dict[str, int]:
@@ -156,6 +161,7 @@ class RetrainPolicy:
             return self.request(project, self.on_demand)
         if action not in ANNOTATION_ACTIONS:
             return Decision.IGNORED, None
+        self.redis.set(LAST_ANNOTATION_KEY, time.time(), ex=KEY_TTL_SECONDS)
         decisions = []
         for tier, every in self.cadence.items():
             if self._count(keys=[_keys(project, tier)["new"]], args=[max(count, 1), every, KEY_TTL_SECONDS]):
@@ -243,6 +249,11 @@ class RetrainPolicy:
         """Seconds since the project's suspect scores were last written; None when never (or a week ago)."""
         written = self.redis.get(_suspects_key(project))
         return None if written is None else max(time.time() - float(written), 0.0)
+
+    def idle_seconds(self) -> float | None:
+        """Seconds since the last annotation event of any project; None when none came (or a week ago)."""
+        last = self.redis.get(LAST_ANNOTATION_KEY)
+        return None if last is None else max(time.time() - float(last), 0.0)
 
     def state(self, project: int, tier: str = FAST) -> dict:
         k = _keys(project, tier)

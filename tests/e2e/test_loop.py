@@ -182,6 +182,63 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
     assert answer.json()["id"] == min(scores, key=scores.get)
 
 
+def test_older_predictions_wait_until_annotators_pause(loop):
+    """Label Studio on SQLite holds its database while it deletes a version's predictions, and annotators' next
+    task waits: the switch's cleanup keeps the older version while annotations come, and RQ's scheduler, in the
+    worker, runs it once none has come for CLEANUP_IDLE_SECONDS."""
+    idle = float(loop.env["CLEANUP_IDLE_SECONDS"])
+    labeled = read_demo("tweets_labeled.csv")[:30]
+    pool = [r["text"] for r in read_demo("tweets_pool.csv")[:40]]
+    created = loop.ls.projects.create(title="e2e cleanup", label_config=LABEL_CONFIG)
+    # Seen once: an import made while the worker wrote another project's suspect scores kept its tasks but lost
+    # their annotations (Label Studio on SQLite); the import waits for a quiet queue, and its labels are checked.
+    _wait_idle(loop)
+    answer = loop.ls.projects.import_tasks(
+        id=created.id,
+        request=[
+            {"data": {"text": r["text"]}, "annotations": [{"result": [CONFIG.region(r["label"])]}]} for r in labeled
+        ]
+        + [{"data": {"text": t}} for t in pool],
+        return_task_ids=True,
+    )
+    pid, unlabeled = created.id, list(answer.task_ids)[len(labeled) :]
+    assert loop.ls.projects.get(id=pid).total_annotations_number == len(labeled)
+    connect_backend(loop.ls, pid, loop.backend_url, webhook_secret=loop.webhook_secret)
+    registry = Registry(loop.model_dir)
+    for number in (1, 2):  # RETRAIN_EVERY (10) annotations start a fast run
+        for task_id in unlabeled[(number - 1) * 10 : number * 10]:
+            loop.ls.annotations.create(id=task_id, result=[CONFIG.region("ok")])
+        last = time.time()
+        loop.wait_version(pid, v(registry, str(pid), number))
+    first, second = v(registry, str(pid), 1), v(registry, str(pid), 2)
+    print(f"annotation -> switch: {time.time() - last:.1f} s (CLEANUP_IDLE_SECONDS={idle:.0f})")
+
+    # An annotator goes on (fewer than RETRAIN_EVERY labels, so no run): the older version stays meanwhile.
+    for task_id in unlabeled[20:25]:
+        loop.ls.annotations.create(id=task_id, result=[CONFIG.region("ok")])
+        last = time.time()
+        assert set(_model_versions(loop, pid)) == {first, second}
+        time.sleep(idle / 4)
+    cleanup = _wait_job(loop, f"cleanup-{pid}-{second}").return_value()
+    assert cleanup["status"] == "waiting" and cleanup["deleted_versions"] == [], cleanup
+    # Then a pause: gone soon after it reaches CLEANUP_IDLE_SECONDS, deleted by a cleanup the scheduler enqueued.
+    deadline = last + idle + 60
+    while set(_model_versions(loop, pid)) != {second}:
+        assert time.time() < deadline, loop.worker_log
+        time.sleep(0.5)
+    assert time.time() - last >= idle
+    from rq import Queue
+    from rq.registry import FinishedJobRegistry
+
+    redis = connect(Settings(redis_url=loop.redis_url))
+    finished = FinishedJobRegistry(queue=Queue(loop.env.get("RQ_QUEUE", "ml-backend"), connection=redis))
+    done = {"status": "done", "version": second, "deleted_versions": [first]}
+    deadline = time.time() + 30  # the job ends just after Label Studio's delete
+    while done not in [Job.fetch(i, connection=redis).return_value() for i in finished.get_job_ids()]:
+        assert time.time() < deadline, loop.worker_log
+        time.sleep(0.5)
+
+
 def test_a_full_run_weighs_the_transformer_against_the_linear_kind(loop, project):
     """Start Training runs the full tier: both kinds on the same held-out labels, the better one serves."""
     pid, _, _ = project
@@ -251,7 +308,7 @@ def test_worker_killed_mid_training_keeps_the_previous_version(loop, project):
     promoted = Registry(loop.model_dir).current(str(pid))
     assert promoted.name == after and promoted.metadata["parent"] == before
     # Label Studio keeps the predictions of the serving version only (the cleanup job after the switch).
-    deadline = time.time() + 30
+    deadline = time.time() + 60
     while True:
         versions = requests.get(
             f"{loop.ls_url}/api/projects/{pid}/model-versions/",
@@ -443,12 +500,13 @@ def test_a_broken_current_or_a_deleted_version_keeps_serving_and_the_next_run_re
 
 
 def _wait_idle(loop, seconds: float = 120) -> None:
-    """Until no job waits or runs on the loop's queue."""
+    """Until no job waits, runs or is scheduled on the loop's queue."""
     from rq import Queue
 
     queue = Queue(loop.env.get("RQ_QUEUE", "ml-backend"), connection=connect(Settings(redis_url=loop.redis_url)))
     deadline = time.time() + seconds
-    while queue.count or queue.started_job_registry.count:
+    # A cleanup waiting for annotators to pause is scheduled: RQ enqueues it later.
+    while queue.count or queue.started_job_registry.count or queue.scheduled_job_registry.count:
         assert time.time() < deadline, loop.worker_log
         time.sleep(0.2)
 
