@@ -70,6 +70,7 @@ worker: $(VENV)/.installed
 benchmark: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark_predict.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark_loop.py
+	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark_cleanup.py
 
 # Issue 12's load run: 20 simulated annotators for 5 minutes against the local stack (figures: docs/benchmarks.md).
 load: install
