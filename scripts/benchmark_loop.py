@@ -24,8 +24,9 @@ the demo data) in each tier's stack:
 The fast tier runs on the one worker of `make run` (its loop is Label Studio I/O and sub-second training), or on
 --fast-workers; the full tier needs two, and takes them. Last in the fast tier, REPEATS annotations each made a
 second after the previous switch, while its cleanup job deletes: with one worker the run waits for that delete.
-Both stacks run with CLEANUP_IDLE_SECONDS=0: every cleanup deletes right after its switch, so its cost is measured
-and the last step meets it (by default it waits for a minute without annotations; scripts/benchmark_cleanup.py).
+Both stacks run with CLEANUP_IDLE_SECONDS=0 unless --cleanup-idle-seconds says otherwise: every cleanup deletes
+right after its switch, so its cost is measured and the last step meets it (the stack's default, 60, has it wait
+for a minute without annotations, and each round then waits for it; scripts/benchmark_cleanup.py says why).
 Prints figures; they are written down in docs/benchmarks.md. --webhook-only: only Redis and the backend.
 """
 
@@ -92,7 +93,7 @@ def webhook_latency(backend: str, secret: str, n: int = 50) -> tuple[float, floa
 
 
 def new_stack(args, settings_env: dict, prefix: str) -> LocalStack:
-    settings_env = {"CLEANUP_IDLE_SECONDS": "0", **settings_env}
+    settings_env = {"CLEANUP_IDLE_SECONDS": str(args.cleanup_idle_seconds), **settings_env}
     return LocalStack(
         folder=Path(tempfile.mkdtemp(prefix=prefix)),
         token=secrets.token_hex(20),
@@ -172,12 +173,13 @@ def answer(job) -> dict:
 
 
 def wait_idle(redis, queue_name: str, timeout: float = 300) -> None:
-    """Until no job waits or runs on the queue."""
+    """Until no job waits, runs or is scheduled on the queue (a cleanup that gave way schedules itself again)."""
     from rq import Queue
 
     queue = Queue(queue_name, connection=redis)
     deadline = time.time() + timeout
-    while (queue.count or queue.started_job_registry.count) and time.time() < deadline:
+    busy = lambda: queue.count or queue.started_job_registry.count or queue.scheduled_job_registry.count  # noqa: E731
+    while busy() and time.time() < deadline:
         time.sleep(0.25)
 
 
@@ -286,7 +288,11 @@ def fast_tier(args) -> None:
         )
         Queue(settings.rq_queue, connection=redis).empty()  # the training those posts asked for (no such project)
 
-        print(f"\n== fast tier: MODEL_KINDS=linear, RETRAIN_EVERY=1, {len(stack.workers)} worker(s) ==", flush=True)
+        print(
+            f"\n== fast tier: MODEL_KINDS=linear, RETRAIN_EVERY=1, CLEANUP_IDLE_SECONDS={args.cleanup_idle_seconds}, "
+            f"{len(stack.workers)} worker(s) ==",
+            flush=True,
+        )
         started = time.time()
         start_training(stack, project)
         version = wait_switch(ls, project, stack.workers)
@@ -493,6 +499,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="annotations timed in the fast tier")
     parser.add_argument("--tiers", default="fast,full", help="fast and/or full")
     parser.add_argument("--fast-workers", type=int, default=1, help="RQ workers of the fast tier (make run: 1)")
+    parser.add_argument("--cleanup-idle-seconds", type=float, default=0, help="CLEANUP_IDLE_SECONDS (stack: 60)")
     parser.add_argument("--label-studio", default=label_studio_bin())
     parser.add_argument("--webhook-only", action="store_true", help="only Redis and the backend: webhook latency")
     args = parser.parse_args()
