@@ -187,6 +187,11 @@ class Registry:
         found = [Version(scope, p.name, p) for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
         return sorted(found, key=lambda v: _number(v.name))
 
+    @property
+    def vocabularies(self) -> Path:
+        """Where the linear kind keeps fitted n-gram vocabularies between processes (not a scope: no versions/)."""
+        return self.root / ".vocabularies"
+
     def scopes(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir()) if self.root.is_dir() else []
 

@@ -17,6 +17,7 @@ from . import calibration
 from .models.base import label_shortfall
 from .models.linear import LinearClassifier, LinearConfig
 from .models.training import out_of_fold
+from .registry import Registry
 from .settings import Settings
 
 MIN_PER_CLASS = 2
@@ -39,12 +40,13 @@ def out_of_fold_probabilities(
     unlabeled: Sequence[str] = (),
 ) -> np.ndarray | None:
     """(len(texts), len(classes)) probabilities, each row from a linear model that did not train on that text;
-    None when a class has fewer than two labels, or a label is not among `classes`."""
+    None when a class has fewer than two labels, or a label is not among `classes`. The vocabulary is the one
+    the training run fitted on the same texts, from MODEL_DIR when it is there."""
     texts, labels, classes = list(texts), list(labels), list(classes)
     if len(classes) < 2 or set(labels) - set(classes) or label_shortfall(labels, classes, MIN_PER_CLASS):
         return None
     config = LinearConfig.from_settings(settings)
-    vocabulary = LinearClassifier.vocabulary([*texts, *unlabeled], config)
+    vocabulary = LinearClassifier.vocabulary([*texts, *unlabeled], config, Registry(settings.model_dir).vocabularies)
     logits, _ = out_of_fold(texts, labels, classes, config, vocabulary)
     return calibration.softmax(logits)
 

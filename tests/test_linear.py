@@ -4,6 +4,7 @@ directions of the project's texts fold into the n-gram weights."""
 import json
 
 import numpy as np
+import pytest
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
@@ -115,3 +116,36 @@ def test_the_latent_part_changes_the_model_and_can_be_turned_off(monkeypatch):
 def test_too_few_texts_for_latent_directions_use_the_ngrams_alone():
     vocabulary = LinearClassifier.vocabulary([*pool_texts(), "otro tuit"], LinearConfig())
     assert len(vocabulary.rows_[0]) < linear.LSA_MIN_TEXTS and vocabulary.lsa_ is None
+
+
+def test_a_vocabulary_kept_on_disk_serves_another_process_the_same_model(monkeypatch, tmp_path, caplog):
+    """RQ forks a process per job: the suspect-score job and the next run read the vocabulary the run before
+    them fitted (its latent directions take seconds) instead of fitting it again."""
+    monkeypatch.setattr(linear, "LSA_MIN_TEXTS", 100)
+    config = LinearConfig(lsa_components=20)
+    texts, labels = [r["text"] for r in ROWS], [r["label"] for r in ROWS]
+    everything = [*texts, *pool_texts()]
+    fitted = LinearClassifier.vocabulary(everything, config, tmp_path)
+    (stored,) = tmp_path.glob("v*.npz")
+    with np.load(stored, allow_pickle=False) as arrays:  # strings and numbers: nothing runs on load
+        assert set(arrays.files) == {"terms", "idf", "lsa"}
+    monkeypatch.setattr(linear, "_VOCABULARIES", {})  # another process
+    monkeypatch.setattr(linear, "_lsa_basis", lambda *_: pytest.fail("fitted again"))
+    loaded = LinearClassifier.vocabulary(everything[::-1], config, tmp_path)  # the same texts, in any order
+    assert loaded is not fitted and loaded.vocabulary_ == fitted.vocabulary_
+    assert np.array_equal(loaded.lsa_, fitted.lsa_) and np.array_equal(loaded.idf_, fitted.idf_)
+    a = LinearClassifier.fit(texts, labels, ["ok", "xenófobo"], config=config, vectorizer=fitted)
+    b = LinearClassifier.fit(texts, labels, ["ok", "xenófobo"], config=config, vectorizer=loaded)
+    assert np.allclose(a.predict_logits(pool_texts(100)), b.predict_logits(pool_texts(100)))
+    # Other options or other texts are another file; a damaged file is fitted again (and replaced).
+    monkeypatch.undo()
+    monkeypatch.setattr(linear, "LSA_MIN_TEXTS", 100)
+    LinearClassifier.vocabulary(everything, LinearConfig(lsa_components=10), tmp_path)
+    assert len(list(tmp_path.glob("v*.npz"))) == 2
+    stored.write_bytes(b"not a zip")
+    monkeypatch.setattr(linear, "_VOCABULARIES", {})
+    with caplog.at_level("WARNING"):
+        again = LinearClassifier.vocabulary(everything, config, tmp_path)
+    assert "unreadable" in caplog.text and np.allclose(again.lsa_, fitted.lsa_, atol=1e-5)
+    with np.load(stored, allow_pickle=False) as arrays:
+        assert np.array_equal(arrays["lsa"], again.lsa_)

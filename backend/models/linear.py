@@ -12,9 +12,12 @@ vocabulary. Stored as JSON and numpy arrays: loading runs no code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,12 @@ CONFIG = "linear.json"
 # holds its latent directions (tens of MB for thousands of tweets), and a run uses one.
 _VOCABULARIES: dict[tuple, TfidfVectorizer] = {}
 _KEEP_VOCABULARIES = 2
+# And on disk, in a `cache` folder (Registry.vocabularies: MODEL_DIR/.vocabularies), for the processes that cannot share
+# memory: RQ forks a process per job, and fitting the latent directions takes seconds (about 4 of a fast run's 8
+# for 3,000 tweets, docs/benchmarks.md), for texts that stay the same from run to run. Arrays and JSON-like
+# strings only, so loading runs no code. The newest few files are kept; the format number names the recipe.
+_DISK_FORMAT = 1
+_KEEP_ON_DISK = 8
 
 # Latent directions need many texts to mean something: with the 1,088 texts of a simulation pool alone they
 # made margin sampling worse (-.01 F1 at 50-200 labels), with 3,374 (the pool and other tweets of the same
@@ -79,6 +88,39 @@ def _lsa_basis(matrix: Any, components: int) -> np.ndarray | None:
     return svd.fit(matrix).components_.astype(np.float32)
 
 
+def _save_vocabulary(path: Path, vectorizer: TfidfVectorizer) -> None:
+    """Written whole or not at all (another worker may read it meanwhile); a failure only costs the next fit."""
+    terms = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.__getitem__)
+    arrays = {"terms": np.array(terms, dtype=str), "idf": vectorizer.idf_}
+    if vectorizer.lsa_ is not None:
+        arrays["lsa"] = vectorizer.lsa_
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", suffix=".npz", delete=False) as handle:
+            np.savez(handle, **arrays)
+        os.replace(handle.name, path)
+        for old in sorted(path.parent.glob("v*.npz"), key=lambda p: p.stat().st_mtime)[:-_KEEP_ON_DISK]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("vocabulary not kept in %s (%s): the next process fits it again", path.parent, exc)
+
+
+def _load_vocabulary(path: Path, config: LinearConfig) -> TfidfVectorizer | None:
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            vectorizer = _vectorizer(config.ngram_range, vocabulary=arrays["terms"].tolist())
+            vectorizer.idf_ = arrays["idf"]
+            vectorizer.lsa_ = arrays["lsa"] if "lsa" in arrays.files else None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError) as exc:  # a damaged file: fitted again, and replaced
+        log.warning("vocabulary %s unreadable (%s): fitting it again", path, exc)
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # the newest are kept
+    return vectorizer
+
+
 @dataclass
 class LinearConfig:
     # docs/active-learning.md: C 1 and 3 measure the same, 10 and 30 worse below 100 labels.
@@ -109,9 +151,10 @@ class LinearClassifier:
     extra: dict = field(default_factory=dict)
 
     @staticmethod
-    def vocabulary(texts: Sequence[str], config: LinearConfig) -> TfidfVectorizer:
+    def vocabulary(texts: Sequence[str], config: LinearConfig, cache: Path | None = None) -> TfidfVectorizer:
         """The n-gram vocabulary and weights of a project: fitted on all its texts, labeled or not. The texts of
-        a project change little between two runs (labels move, texts stay), so the last ones are kept."""
+        a project change little between two runs (labels move, texts stay), so the last ones are kept, in memory
+        and, with `cache`, in that folder."""
         key = (
             config.normalize,
             config.ngram_range,
@@ -121,12 +164,21 @@ class LinearClassifier:
         if key not in _VOCABULARIES:
             prepare = normalize_tweet if config.normalize else str
             prepared = [prepare(t) for t in texts]
-            vectorizer = _vectorizer(config.ngram_range)
+            stored = (
+                cache / f"v{_DISK_FORMAT}-{hashlib.sha1(repr(key).encode()).hexdigest()[:24]}.npz" if cache else None
+            )
+            vectorizer = _load_vocabulary(stored, config) if stored else None
+            if vectorizer is None:
+                vectorizer = _vectorizer(config.ngram_range)
+                matrix = vectorizer.fit_transform(prepared).tocsr()
+                vectorizer.lsa_ = _lsa_basis(matrix, config.lsa_components)
+                if stored:
+                    _save_vocabulary(stored, vectorizer)
+            else:
+                matrix = vectorizer.transform(prepared).tocsr()
             # A run transforms the same texts again and again (folds, held-out part, refit, the unlabeled
-            # ones): the rows of the fit are kept, for the newest vocabulary only (they take memory).
-            matrix = vectorizer.fit_transform(prepared).tocsr()
+            # ones): the rows are kept, for the newest vocabulary only (they take memory).
             vectorizer.rows_ = ({text: row for row, text in enumerate(prepared)}, matrix)
-            vectorizer.lsa_ = _lsa_basis(matrix, config.lsa_components)
             for older in _VOCABULARIES.values():
                 older.rows_ = None
             _VOCABULARIES[key] = vectorizer

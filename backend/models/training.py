@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -131,9 +132,11 @@ class _Split:
         )
 
 
-def _linear(split: _Split, classes: list[str], settings: Settings, unlabeled: Sequence[str]) -> tuple[dict, Any]:
+def _linear(
+    split: _Split, classes: list[str], settings: Settings, unlabeled: Sequence[str], cache: Path
+) -> tuple[dict, Any]:
     config = LinearConfig.from_settings(settings)
-    vocabulary = LinearClassifier.vocabulary([*split.texts, *unlabeled], config)
+    vocabulary = LinearClassifier.vocabulary([*split.texts, *unlabeled], config, cache)
     calibrate_on: tuple[np.ndarray, list[str]] | None = None
     if split.eval_y:
         model = LinearClassifier.fit(split.train_x, split.train_y, classes, config=config, vectorizer=vocabulary)
@@ -219,7 +222,7 @@ def train_version(
     for kind in kinds:
         started = time.time()
         if kind == LinearClassifier.kind:
-            summary, model = _linear(split, classes, settings, unlabeled)
+            summary, model = _linear(split, classes, settings, unlabeled, registry.vocabularies)
         elif kind == TransformerClassifier.kind:
             summary, model = _transformer(
                 split,
