@@ -98,6 +98,7 @@ def _save_vocabulary(path: Path, vectorizer: TfidfVectorizer) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", suffix=".npz", delete=False) as handle:
             np.savez(handle, **arrays)
+        os.chmod(handle.name, 0o644)  # as other files of MODEL_DIR (a temporary file is the owner's alone)
         os.replace(handle.name, path)
         for old in sorted(path.parent.glob("v*.npz"), key=lambda p: p.stat().st_mtime)[:-_KEEP_ON_DISK]:
             old.unlink(missing_ok=True)
