@@ -3,6 +3,7 @@ that fails the way a test needs (the e2e tests run the jobs against a real one).
 
 import time
 
+import pytest
 from redis import Redis
 from rq import SimpleWorker
 from rq.job import Job, JobStatus
@@ -377,3 +378,18 @@ def test_the_suspects_job_is_queued_once_per_project_and_gives_way_to_a_run_that
     read = studio.labeled_tasks
     monkeypatch.setattr(studio, "labeled_tasks", lambda project, config: (policy.request(1), read(project, config))[1])
     assert jobs.refresh_suspects(1)["status"] == "left to the next run" and studio.reads == 4
+    # One that becomes due while the scores are written (a request each): the writes stop there.
+    monkeypatch.setattr(studio, "labeled_tasks", read)
+    queue.empty()
+    policy.redis.delete("al:1:fast:queued")
+    for task in studio.tasks:
+        task.data["suspect_score"] = 0.99  # every score moves
+    studio.updates.clear()
+    write = studio.update_task_data
+    monkeypatch.setattr(studio, "update_task_data", lambda i, data: (write(i, data), policy.request(1)))
+    assert jobs.refresh_suspects(1) == {
+        "status": "left to the next run",
+        "age_seconds": pytest.approx(0, abs=5),
+        "written": 1,
+    }
+    assert len(studio.updates) == 1

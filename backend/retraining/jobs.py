@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -234,7 +234,8 @@ def enqueue_suspects(project: int, queue: Queue) -> str:
 def refresh_suspects(project: int) -> dict:
     """The suspect scores of every annotated task, from the labels Label Studio has now (flag_suspects). Left to
     the next run's own job when one is due and the scores are younger than SUSPECTS_MAX_AGE_SECONDS: asked before
-    reading the labels and again before the out-of-fold models, the seconds a waiting run would wait for."""
+    reading the labels, before the out-of-fold models and before each write, the seconds a waiting run would wait
+    for (scores written before it stopped stay; the next job writes the rest)."""
     settings = _settings()
     job = get_current_job()
     policy = RetrainPolicy.from_settings(settings, job.connection if job is not None else None)
@@ -256,7 +257,7 @@ def refresh_suspects(project: int) -> dict:
         return {"status": "failed", "reason": str(exc)}
     if waiting := can_wait():
         return waiting
-    result = flag_suspects(client, project, config.classes, labeled, unlabeled, settings)
+    result = flag_suspects(client, project, config.classes, labeled, unlabeled, settings, give_way=can_wait)
     if result["status"] == "written":
         policy.suspects_written(project)
     return result
@@ -269,10 +270,12 @@ def flag_suspects(
     labeled: list[LabeledTask],
     unlabeled: list[Task],
     settings: Settings,
+    give_way: Callable[[], dict | None] | None = None,
 ) -> dict:
     """Write `suspect_score` into the data of annotated tasks the out-of-fold model doubts (score > 0.5), and
     update it where it moved by SUSPECT_STEP or crossed 0.5, so the "Possibly mislabeled" tab follows the labels
-    with few writes. A failure is logged, never fatal."""
+    with few writes. A failure is logged, never fatal. `give_way`, asked before each write (one request each,
+    seconds in all): an answer stops the writes there, and is the result."""
     started = time.time()
     texts, labels = [t.text for t in labeled], [t.label for t in labeled]
     probs = out_of_fold_probabilities(texts, labels, classes, settings=settings, unlabeled=[t.text for t in unlabeled])
@@ -288,6 +291,8 @@ def flag_suspects(
             if (old is None and score > 0.5) or (
                 old is not None and (abs(score - old) >= SUSPECT_STEP or (old > 0.5) != (score > 0.5))
             ):
+                if give_way is not None and (waiting := give_way()):
+                    return {**waiting, "written": written}
                 client.update_task_data(task.id, {**task.data, SUSPECT_KEY: score})
                 written += 1
     except BackendError as exc:
