@@ -231,6 +231,8 @@ def _setup_project(args, settings: Settings) -> None:
             backend_auth=settings.basic_auth,
             webhook_secret=settings.secret,
         )
+    if report.labels_restored:
+        print(f"project {report.project}: {report.labels_restored} labels of the CSV written to tweets that had none")
     if report.training_requested:
         print(f"project {report.project}: training of a first model on its labels queued (see the worker's log)")
     print(

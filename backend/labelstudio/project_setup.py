@@ -72,6 +72,9 @@ class SetupReport:
     imported: int = 0
     annotated: int = 0
     already_there: int = 0
+    # Labels of the CSV written to tasks that were there without any annotation: Label Studio lost them at the
+    # import, or an earlier run was interrupted between import and annotation.
+    labels_restored: int = 0
     backend_connected: bool = False
     tabs_created: list[str] = field(default_factory=list)
     tabs_updated: list[str] = field(default_factory=list)
@@ -216,29 +219,36 @@ def setup_project(
             ls.projects.update(id=project.id, label_config=label_config)
     report = SetupReport(project=project.id, created=existing is None)
 
-    seen = {
-        str(as_dict(t)["data"].get(SOURCE_ID))
-        for t in ls.tasks.list(project=project.id, fields="task_only", page_size=1000)
-    }
+    there = _tasks_by_source(ls, project.id)
+    labels: dict[str, str] = {}  # source id -> class, for the rows with a label
     tasks = []
     for number, row in enumerate(rows):
         source_id = str(row.get("id") or number)
-        if source_id in seen:
-            report.already_there += 1
-            continue
-        seen.add(source_id)
-        task: dict[str, Any] = {"data": {config.data_key: row["text"], SOURCE_ID: source_id}}
         raw = (row.get("label") or "").strip()
         if raw:
             label = class_of(raw, config.classes)
             if label is None:
                 raise ValueError(f"row {source_id}: label {raw!r} is not among {list(config.classes)}")
-            task["annotations"] = [{"result": [config.region(label)]}]
+            labels[source_id] = label
+        if source_id in there:
+            report.already_there += 1
+            continue
+        there[source_id] = {}  # a second row with the same id is the same tweet
+        task: dict[str, Any] = {"data": {config.data_key: row["text"], SOURCE_ID: source_id}}
+        if raw:
+            task["annotations"] = [{"result": [config.region(labels[source_id])]}]
             report.annotated += 1
         tasks.append(task)
     if tasks:
+        before = ls.projects.get(id=project.id).total_annotations_number or 0
         ls.projects.import_tasks(id=project.id, request=tasks)
+        # Once (an end-to-end run, SQLite, while a worker wrote to another project) Label Studio kept an import's
+        # tasks and none of its annotations, and said nothing: a first model would then train on fewer labels.
+        if (ls.projects.get(id=project.id).total_annotations_number or 0) < before + report.annotated:
+            log.warning("Label Studio stored fewer annotations than this import sent: writing the missing ones")
+            there = _tasks_by_source(ls, project.id)
     report.imported = len(tasks)
+    report.labels_restored = _restore_labels(ls, config, there, labels)
 
     report.backend_connected = connect_backend(
         ls, project.id, backend_url, backend_auth=backend_auth, webhook_secret=webhook_secret
@@ -261,6 +271,25 @@ def setup_project(
         )
     report.model_version = sync_model_version(ls, project.id, backend_url, backend_auth)
     return report
+
+
+def _tasks_by_source(ls, project: int) -> dict[str, dict]:
+    """The project's tasks by the CSV id in their data (tasks imported otherwise have none and are left out)."""
+    tasks = map(as_dict, ls.tasks.list(project=project, fields="task_only", page_size=1000))
+    return {str(t["data"][SOURCE_ID]): t for t in tasks if t["data"].get(SOURCE_ID) is not None}
+
+
+def _restore_labels(ls, config, tasks: dict[str, dict], labels: dict[str, str]) -> int:
+    """Write the CSV's label to every task of it that has no annotation at all (a skipped task keeps its skip)."""
+    missing = [
+        (tasks[source]["id"], label)
+        for source, label in labels.items()
+        if tasks.get(source, {}).get("id") is not None
+        and not (tasks[source].get("total_annotations") or tasks[source].get("cancelled_annotations"))
+    ]
+    for task, label in missing:
+        ls.annotations.create(id=task, result=[config.region(label)])
+    return len(missing)
 
 
 def sync_model_version(ls, project: int, backend_url: str, backend_auth: tuple | None = None) -> str | None:

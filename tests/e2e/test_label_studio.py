@@ -112,6 +112,7 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
     second = run(labeled + pool + [{"id": "p-new", "text": "Un tuit nuevo sobre migración"}])
     assert not second.created and (second.imported, second.already_there) == (1, 30)
     assert not second.backend_connected and second.tabs_created == second.tabs_updated == []
+    assert second.labels_restored == 0
 
     pid = first.project
     assert [p.title for p in ls.projects.list()].count("setup e2e") == 1
@@ -145,6 +146,20 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
     assert tab["data"]["ordering"] == wanted["ordering"] and tab["data"]["columnsWidth"] == wanted["columnsWidth"]
     project = ls.projects.get(id=pid)
     assert project.model_version == version and project.sampling == "Uncertainty sampling"
+    # A label that went missing (Label Studio once dropped an import's annotations) is written again, and only
+    # that one: a task an annotator skipped keeps its skip.
+    by_source = {t.data["tweet_id"]: t.id for t in ls.tasks.list(project=pid, fields="task_only")}
+    (lost,) = ls.annotations.list(id=by_source["l3"])
+    ls.annotations.delete(id=lost.id)
+    (kept,) = ls.annotations.list(id=by_source["l4"])
+    ls.annotations.delete(id=kept.id)
+    ls.annotations.create(id=by_source["l4"], result=[], was_cancelled=True)
+    again = run(labeled + pool)
+    assert (again.imported, again.labels_restored) == (0, 1)
+    (restored,) = ls.annotations.list(id=by_source["l3"])
+    assert restored.result == lost.result
+    skipped = ls.tasks.get(id=by_source["l4"])
+    assert (skipped.total_annotations, skipped.cancelled_annotations) == (0, 1)
 
 
 def test_export_matches_the_predictions_in_label_studio(label_studio, backend_url, trained_model_dir, tmp_path):
