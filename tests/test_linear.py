@@ -2,6 +2,8 @@
 directions of the project's texts fold into the n-gram weights."""
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -149,3 +151,9 @@ def test_a_vocabulary_kept_on_disk_serves_another_process_the_same_model(monkeyp
     assert "unreadable" in caplog.text and np.allclose(again.lsa_, fitted.lsa_, atol=1e-5)
     with np.load(stored, allow_pickle=False) as arrays:
         assert np.array_equal(arrays["lsa"], again.lsa_)
+    # What a process killed while writing left is removed by a later write once it is an hour old, not before.
+    crashed, writing = tmp_path / ".tmp-crashed.npz", tmp_path / ".tmp-writing.npz"
+    crashed.write_bytes(b"half"), writing.write_bytes(b"half")
+    os.utime(crashed, (time.time() - 7200, time.time() - 7200))
+    LinearClassifier.vocabulary(everything, LinearConfig(lsa_components=5), tmp_path)
+    assert not crashed.exists() and writing.exists()

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,7 @@ def _save_vocabulary(path: Path, vectorizer: TfidfVectorizer) -> None:
     arrays = {"terms": np.array(terms, dtype=str), "idf": vectorizer.idf_}
     if vectorizer.lsa_ is not None:
         arrays["lsa"] = vectorizer.lsa_
+    handle = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", suffix=".npz", delete=False) as handle:
@@ -102,7 +104,13 @@ def _save_vocabulary(path: Path, vectorizer: TfidfVectorizer) -> None:
         os.replace(handle.name, path)
         for old in sorted(path.parent.glob("v*.npz"), key=lambda p: p.stat().st_mtime)[:-_KEEP_ON_DISK]:
             old.unlink(missing_ok=True)
+        # Left by a process killed while writing (30 MB each for 3,000 tweets); an hour is past any write.
+        for stale in path.parent.glob(".tmp-*.npz"):
+            if time.time() - stale.stat().st_mtime > 3600:
+                stale.unlink(missing_ok=True)
     except OSError as exc:
+        if handle is not None:
+            Path(handle.name).unlink(missing_ok=True)
         log.warning("vocabulary not kept in %s (%s): the next process fits it again", path.parent, exc)
 
 
