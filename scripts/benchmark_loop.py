@@ -92,8 +92,8 @@ def webhook_latency(backend: str, secret: str, n: int = 50) -> tuple[float, floa
     return pct(samples, 50), pct(samples, 99)
 
 
-def new_stack(args, settings_env: dict, prefix: str) -> LocalStack:
-    settings_env = {"CLEANUP_IDLE_SECONDS": str(args.cleanup_idle_seconds), **settings_env}
+def new_stack(label_studio: str, settings_env: dict, prefix: str) -> LocalStack:
+    """The stack of `make run` on free ports in a new folder, with `settings_env` over its settings."""
     return LocalStack(
         folder=Path(tempfile.mkdtemp(prefix=prefix)),
         token=secrets.token_hex(20),
@@ -103,7 +103,7 @@ def new_stack(args, settings_env: dict, prefix: str) -> LocalStack:
         ls_port=free_port(),
         port=free_port(),
         dashboard_port=free_port(),
-        ls_binary=args.label_studio,
+        ls_binary=label_studio,
         settings_env=settings_env,
     )
 
@@ -272,7 +272,8 @@ def describe(parts: dict) -> str:
 def fast_tier(args) -> None:
     from rq import Queue
 
-    stack = new_stack(args, {"MODEL_KINDS": "linear", "RETRAIN_EVERY": "1"}, "bench-fast-")
+    env = {"MODEL_KINDS": "linear", "RETRAIN_EVERY": "1", "CLEANUP_IDLE_SECONDS": str(args.cleanup_idle_seconds)}
+    stack = new_stack(args.label_studio, env, "bench-fast-")
     try:
         stack.start()
         while len(stack.workers) < args.fast_workers:
@@ -410,8 +411,9 @@ def full_tier(args) -> None:
         "TRANSFORMER_EVERY": str(10**6),
         "RETRAIN_EVERY": "1",
         "TORCH_THREADS": str(threads),
+        "CLEANUP_IDLE_SECONDS": str(args.cleanup_idle_seconds),
     }
-    stack = new_stack(args, env, "bench-full-")
+    stack = new_stack(args.label_studio, env, "bench-full-")
     try:
         stack.start()
         while len(stack.workers) < workers:

@@ -489,7 +489,7 @@ def main() -> None:
                 parser.error("a running stack needs --label-studio-url, --backend-url and --token")
             target = (args.label_studio_url, args.token, args.backend_url, args.webhook_secret, args.redis_url, None)
         else:
-            stack = new_stack(args, {}, "load-run-").start()  # the settings of `make run`
+            stack = new_stack(args.label_studio, {}, "load-run-").start()  # the settings of `make run`
             log = stack.folder / "label-studio" / "label-studio.log"
             target = (stack.ls_url, stack.token, stack.backend_url, stack.webhook_secret, stack.redis_url, log)
             print(f"stack in {stack.folder}", flush=True)
