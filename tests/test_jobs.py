@@ -366,7 +366,7 @@ def test_the_suspects_job_is_queued_once_per_project_and_gives_way_to_a_run_that
     assert 5 in studio.updates and studio.updates[5]["suspect_score"] > 0.5 and studio.updates[5]["text"]
     # Written moments ago and a run due: left to that run's own job, without reading a label.
     assert jobs.refresh_suspects(1)["status"] == "left to the next run" and studio.reads == 1
-    # A minute old: written again, so annotations that keep the queue busy still move the tab.
+    # Older than SUSPECTS_MAX_AGE_SECONDS: written again, so annotations that keep the queue busy still move the tab.
     policy.redis.set("al:1:suspects", time.time() - jobs.SUSPECTS_MAX_AGE_SECONDS - 1)
     assert jobs.refresh_suspects(1)["status"] == "written" and studio.reads == 2
     # No run due: written, however fresh.

@@ -70,8 +70,10 @@ SUSPECTS_PREFIX = "suspects-"
 BACKGROUND = (CLEANUP_PREFIX, SUSPECTS_PREFIX)
 # A suspects job that finds another training run of its project due leaves the scores to that run's own job
 # (their out-of-fold models take seconds that the run would wait for), unless they are older than this: under
-# annotations that keep the queue busy they are still rewritten about once a minute.
-SUSPECTS_MAX_AGE_SECONDS = 60
+# annotations that keep the queue busy they are still rewritten every few minutes. Under 20 annotators (make load)
+# a whole job took 30-33 s, most of it Label Studio answering slowly: with a minute here it took half the worker's
+# time and the labels waited for it (docs/benchmarks.md).
+SUSPECTS_MAX_AGE_SECONDS = 300
 # Older versions whose predictions a cleanup leaves while annotators work or a job waits: each is one prediction
 # per unlabeled task, so under hours of annotation without a pause the deletes must keep up; up to this many,
 # they wait for the pause. Measured with 2,000 tasks: at 6 versions, Label Studio's next task took as long as with
@@ -260,6 +262,7 @@ def refresh_suspects(project: int) -> dict:
     result = flag_suspects(client, project, config.classes, labeled, unlabeled, settings, give_way=can_wait)
     if result["status"] == "written":
         policy.suspects_written(project)
+    log.info("project %s: suspect scores %s", project, result)
     return result
 
 
