@@ -39,7 +39,7 @@ check: $(VENV)/.installed
 	$(VENV)/bin/ruff check backend tests scripts
 	$(VENV)/bin/ruff format --check backend tests scripts
 	$(VENV)/bin/mypy
-	FUZZ_EXAMPLES=500 HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not e2e and not slow" -q $(PYTEST_ARGS)
+	FUZZ_EXAMPLES=200 HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not e2e and not slow" -q $(PYTEST_ARGS)
 
 # Everything, the end-to-end tests (a real Label Studio, Chromium, docker-compose) included.
 test: install

@@ -1,6 +1,7 @@
 """Fixtures only; shared helpers live in tests/helpers.py."""
 
 import os
+import signal
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -155,3 +156,13 @@ def stack(label_studio_binary, trained_model_dir, tmp_path_factory) -> LocalStac
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers():
+    """An RQ worker run in a test installs its own SIGTERM and SIGINT handlers and leaves them: a later Ctrl-C or
+    `timeout` would then raise StopRequested inside whatever test runs instead of stopping pytest."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)

