@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     # after each switch). Label Studio on SQLite holds its database while it deletes, 15-20 s for 2,000
     # predictions, and annotators' next task waits that long (docs/active-learning.md, "Faults").
     cleanup_idle_seconds: float = Field(default=60, ge=0)
+    # Annotating without such a pause, each switch past 6 older versions deletes the oldest at once, and annotators
+    # wait for Label Studio meanwhile; the project's next run (Start Training aside) then starts late enough for
+    # those deletes to take at most this share of the time (1: never later): fewer, fresher-by-more versions.
+    cleanup_share: float = Field(default=0.33, gt=0, le=1)
     # Unlabeled tasks per re-scoring job: more workers score more chunks at once.
     rescore_chunk: int = Field(default=500, ge=1)
     # A training run holds a lease it renews; a killed worker's lease ends after this long.

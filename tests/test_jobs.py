@@ -151,8 +151,9 @@ def test_a_fast_kind_writes_its_predictions_in_few_large_calls(monkeypatch):
 class _LabelStudio:
     """What finish_rescoring and not_connected ask of Label Studio, with its failures chosen by the test."""
 
-    def __init__(self, versions, refuse=(), current=""):
+    def __init__(self, versions, refuse=(), current="", delete_seconds=0.0):
         self.versions, self.refuse, self.switched_to, self.deleted = versions, refuse, current or None, []
+        self.delete_seconds = delete_seconds
 
     def model_version(self, project):
         return self.switched_to or ""
@@ -166,6 +167,7 @@ class _LabelStudio:
     def delete_predictions(self, project, version, *, timeout=None):
         if version in self.refuse:
             raise LabelStudioUnavailable(f"Label Studio answered 500 for deleting predictions of {version}")
+        time.sleep(self.delete_seconds)
         self.deleted.append(version)
         self.versions.pop(version, None)
 
@@ -231,7 +233,8 @@ def _scheduled(queue) -> dict[str, float]:
 
 def test_a_cleanup_waits_for_annotators_to_pause_but_never_piles_up_versions(tmp_path, redis_server, monkeypatch):
     """Label Studio on SQLite holds its database while it deletes, and annotators' next task waits: while they
-    annotate, the cleanup deletes only what is past BACKLOG_VERSIONS and schedules itself for the pause."""
+    annotate, the cleanup deletes only what is past BACKLOG_VERSIONS and schedules itself for the pause, and the
+    project's next run waits twice as long as those deletes took (CLEANUP_SHARE: a third of the time)."""
     from rq import Queue
 
     from backend.retraining.policy import LAST_ANNOTATION_KEY
@@ -240,20 +243,24 @@ def test_a_cleanup_waits_for_annotators_to_pause_but_never_piles_up_versions(tmp
     registry = Registry(tmp_path)
     *old, new = (v(registry, "1", n) for n in range(1, 10))
     # Label Studio lists the newest first.
-    studio = _LabelStudio({name: 20 for name in [new, *old[::-1]]}, current=new)
+    studio = _LabelStudio({name: 20 for name in [new, *old[::-1]]}, current=new, delete_seconds=0.2)
     jobs, settings = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
     assert settings.cleanup_idle_seconds == 60 and jobs.BACKLOG_VERSIONS == 6 == len(old) - 2
     queue = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url))
-    RetrainPolicy.from_settings(settings, queue.connection).on_event(2, "ANNOTATION_CREATED")  # any project's
+    policy = RetrainPolicy.from_settings(settings, queue.connection)
+    policy.on_event(2, "ANNOTATION_CREATED")  # any project's
 
     result = jobs.delete_old_predictions(1, new)
     assert result["status"] == "waiting" and result["deleted_versions"] == old[:2] == studio.deleted
     assert result["next"].startswith(f"cleanup-1-{new}-")
     assert 55 < _scheduled(queue)[result["next"]] <= 60 and queue.job_ids == []
-    # The pause began 20 s ago: nothing waits, so the rest go, oldest first.
+    # Two deletes of 0.2 s while annotators work: for them to be a third of the time, runs wait about 0.8 s.
+    assert settings.cleanup_share == 0.33 and 0.6 < policy.paced_for(1) <= 0.85 and policy.paced_for(2) == 0
+    # The pause began 20 s ago: nothing waits, so the rest go, oldest first (1.4 s, past the pace), and no one
+    # waited for them.
     queue.connection.set(LAST_ANNOTATION_KEY, time.time() - 80)
     assert jobs.delete_old_predictions(1, new) == {"status": "done", "version": new, "deleted_versions": old[2:]}
-    assert studio.deleted == old and list(studio.versions) == [new]
+    assert studio.deleted == old and list(studio.versions) == [new] and policy.paced_for(1) == 0
 
 
 def test_a_cleanup_gives_way_to_a_waiting_training_and_skips_a_project_switched_since(

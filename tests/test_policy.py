@@ -141,6 +141,33 @@ def test_a_lost_queued_job_is_replaced(queue, monkeypatch):
     assert decision is Decision.QUEUED and [j.id for j in _train_jobs(queue)] == [job_id]
 
 
+def test_a_paced_run_waits_scheduled_and_later_requests_join_it_but_start_training_does_not_wait(queue, monkeypatch):
+    """After deletes annotators waited for (jobs.delete_old_predictions), a project's runs start late enough for
+    them to stay a share of the time: the run waits in RQ's scheduled registry, which the queued key still names,
+    so requests meanwhile join it instead of queuing more."""
+    from rq.job import JobStatus
+    from rq.registry import ScheduledJobRegistry
+
+    loop = RetrainPolicy(queue, cadence={FAST: 1, FULL: 100})
+    assert loop.paced_for(PROJECT) == 0
+    loop.pace(PROJECT, 30)
+    assert 29 < loop.paced_for(PROJECT) <= 30 and loop.paced_for(PROJECT + 1) == 0
+    decision, job_id = loop.on_event(PROJECT, "ANNOTATION_CREATED")
+    assert decision is Decision.QUEUED and _train_jobs(queue) == []
+    job = Job.fetch(job_id, connection=queue.connection)
+    assert job.get_status() == JobStatus.SCHEDULED and job.func_name == TRAIN_FUNC
+    assert job.kwargs == {"project": PROJECT, "tier": FAST} and job.timeout == loop.job_timeout
+    due = ScheduledJobRegistry(queue=queue).get_scheduled_time(job_id).timestamp() - time.time()
+    assert 28 < due <= 30
+    monkeypatch.setattr("backend.retraining.policy.ENQUEUE_GRACE_SECONDS", 0)  # RQ is asked, not trusted
+    assert loop.on_event(PROJECT, "ANNOTATION_CREATED") == (Decision.JOINED, job_id)
+    # Another project is not paced; Start Training is someone asking: at once.
+    assert loop.on_event(PROJECT + 1, "ANNOTATION_CREATED")[0] is Decision.QUEUED
+    decision, clicked = loop.on_event(PROJECT, "START_TRAINING")
+    assert decision is Decision.QUEUED and {j.id for j in _train_jobs(queue)} >= {clicked}
+    assert Job.fetch(clicked, connection=queue.connection).kwargs["tier"] == FULL
+
+
 @pytest.mark.slow
 def test_a_killed_runs_lease_expires(queue, redis_server, tmp_path):
     """A worker killed mid-training (SIGKILL: no cleanup) blocks new runs only until its lease ends."""

@@ -9,7 +9,8 @@
                                              failed, so no task loses its score)
     delete_old_predictions(project, version) predictions of older versions of ours deleted, one version at a
                                              time, once annotators pause and no other job waits (until then
-                                             only down to BACKLOG_VERSIONS; it schedules itself again)
+                                             only down to BACKLOG_VERSIONS; it schedules itself again, and
+                                             deletes annotators waited for pace the project's next runs)
     refresh_suspects(project)                after a training run: `suspect_score` rewritten in annotated tasks
                                              the out-of-fold model doubts; left to the next run when one is due
 
@@ -540,6 +541,7 @@ def delete_old_predictions(project: int, version: str) -> dict:
     holds its database for the length of each delete and annotators' next task waits, so while an annotation
     came less than CLEANUP_IDLE_SECONDS ago, or another job waits, it deletes only down to BACKLOG_VERSIONS older
     versions (hours of annotation do not pile them up) and schedules itself again for when the pause would begin.
+    What it deleted while annotators worked paces the project's next runs (CLEANUP_SHARE).
     One queue, not a second one of lower priority: RQ takes jobs from several queues with BLPOP, and a job a
     worker took just before dying is then lost (with one queue it moves the job with LMOVE and finds it again)."""
     settings = _settings()
@@ -553,20 +555,36 @@ def delete_old_predictions(project: int, version: str) -> dict:
     queue = _queue(settings)
     policy = RetrainPolicy.from_settings(settings, queue.connection)
     deleted: list[str] = []
+    # Seconds spent deleting while annotators work: what they waited for.
+    waited_for = 0.0
     for left, name in zip(range(len(old), 0, -1), old, strict=True):
-        if left <= BACKLOG_VERSIONS:
-            # Another cleanup or a suspects job waiting is no reason to stop: background work too, which waits anyway.
-            busy = any(not job.startswith(BACKGROUND) for job in queue.get_job_ids())
-            idle = policy.idle_seconds()
-            pause_in = 0.0 if idle is None else settings.cleanup_idle_seconds - idle
-            if busy or pause_in > 0:
-                later = _enqueue_cleanup(settings, project, version, delay=max(pause_in, 1))
-                why = "a job waits" if busy else f"an annotation came {idle:.0f} s ago"
-                log.info("project %s: %s; %d older version(s) left to %s", project, why, left, later.id)
-                return {"status": "waiting", "version": version, "deleted_versions": deleted, "next": later.id}
+        # Another cleanup or a suspects job waiting is no reason to stop: background work too, which waits anyway.
+        busy = any(not job.startswith(BACKGROUND) for job in queue.get_job_ids())
+        idle = policy.idle_seconds()
+        pause_in = 0.0 if idle is None else settings.cleanup_idle_seconds - idle
+        if (busy or pause_in > 0) and left <= BACKLOG_VERSIONS:
+            _pace(policy, project, waited_for, settings)
+            later = _enqueue_cleanup(settings, project, version, delay=max(pause_in, 1))
+            why = "a job waits" if busy else f"an annotation came {idle:.0f} s ago"
+            log.info("project %s: %s; %d older version(s) left to %s", project, why, left, later.id)
+            return {"status": "waiting", "version": version, "deleted_versions": deleted, "next": later.id}
+        start = time.monotonic()
         deleted += _delete(client, project, [name], settings)
+        if pause_in > 0:
+            waited_for += time.monotonic() - start
         _progress(stage="deleting", version=version, deleted_versions=deleted)
+    _pace(policy, project, waited_for, settings)
     return {"status": "done", "version": version, "deleted_versions": deleted}
+
+
+def _pace(policy: RetrainPolicy, project: int, waited_for: float, settings: Settings) -> None:
+    """Past BACKLOG_VERSIONS, every switch under annotation costs a delete annotators wait for: the project's next
+    run waits long enough for those deletes to take at most CLEANUP_SHARE of the time (the run itself included,
+    since it follows the wait)."""
+    wait = waited_for * (1 - settings.cleanup_share) / settings.cleanup_share
+    if wait > 0:
+        policy.pace(project, wait)
+        log.info("project %s: deletes took %.0f s while annotators work; runs wait %.0f s", project, waited_for, wait)
 
 
 def _delete(client: LabelStudioClient, project: int, names: list[str], settings: Settings) -> list[str]:

@@ -15,12 +15,15 @@ process and worker:
     al:<project>:<tier>:running  id of the running job; a lease the job renews, so a killed worker frees it
     al:<project>:<tier>:rerun    set when a request arrived during the run
     al:<project>:suspects        unix time the project's suspect scores were last written (jobs.refresh_suspects)
+    al:<project>:paced-until     unix time before which a requested run of the project waits in RQ's scheduled
+                                 registry (set by jobs.delete_old_predictions after deletes annotators waited for)
     al:last-annotation           unix time of the last annotation event of any project (jobs.delete_old_predictions
                                  waits for a pause: every project's annotators share Label Studio's database)
 """
 
 from __future__ import annotations
 
+import datetime
 import enum
 import logging
 import threading
@@ -67,6 +70,10 @@ def _keys(project: int, tier: str) -> dict[str, str]:
 
 def _suspects_key(project: int) -> str:
     return f"al:{project}:suspects"
+
+
+def _paced_key(project: int) -> str:
+    return f"al:{project}:paced-until"
 
 
 LAST_ANNOTATION_KEY = "al:last-annotation"
@@ -158,7 +165,8 @@ class RetrainPolicy:
         """Count annotation events per tier and request a tier's run when its count is reached, or the most
         thorough tier at once on START_TRAINING. Returns the most consequential decision and its job id."""
         if action == TRAIN_ACTION:
-            return self.request(project, self.on_demand)
+            # Someone asked for it: never paced.
+            return self.request(project, self.on_demand, paced=False)
         if action not in ANNOTATION_ACTIONS:
             return Decision.IGNORED, None
         self.redis.set(LAST_ANNOTATION_KEY, time.time(), ex=KEY_TTL_SECONDS)
@@ -170,8 +178,10 @@ class RetrainPolicy:
                 decisions.append((Decision.COUNTED, None))
         return max(decisions, key=lambda d: _RANK[d[0]])
 
-    def request(self, project: int, tier: str = FAST) -> tuple[Decision, str | None]:
-        """Ask for a training run; returns the decision and the id of the job that will see the labels."""
+    def request(self, project: int, tier: str = FAST, *, paced: bool = True) -> tuple[Decision, str | None]:
+        """Ask for a training run; returns the decision and the id of the job that will see the labels. A run
+        `paced` waits in RQ's scheduled registry until the project's pace allows it (see pace()); requests meanwhile
+        join it, as they join a queued one."""
         k = _keys(project, tier)
         job_id = f"train-{project}-{tier}-{uuid.uuid4().hex[:12]}"
         answer = self._request(
@@ -181,7 +191,10 @@ class RetrainPolicy:
         if answer == "follow_up":
             return Decision.FOLLOW_UP, None
         if answer == "queued":
-            self._enqueue(project, tier, job_id)
+            delay = self.paced_for(project) if paced else 0.0
+            if delay:
+                log.info("project %s: %s run %s paced: starts in %.0f s", project, tier, job_id, delay)
+            self._enqueue(project, tier, job_id, delay)
             return Decision.QUEUED, job_id
         queued_id, _, since = answer.partition(" ")
         # Checking RQ costs a job fetch; a job queued moments ago is trusted (webhooks come in bursts).
@@ -199,16 +212,19 @@ class RetrainPolicy:
             return False
         return status in (JobStatus.QUEUED, JobStatus.CREATED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 
-    def _enqueue(self, project: int, tier: str, job_id: str) -> Job:
-        return self.queue.enqueue_call(
-            TRAIN_FUNC,
-            kwargs={"project": project, "tier": tier},
-            job_id=job_id,
-            timeout=self.job_timeout,
-            description=f"train project {project} ({tier})",
-            result_ttl=7 * 24 * 3600,
-            failure_ttl=7 * 24 * 3600,
-        )
+    def _enqueue(self, project: int, tier: str, job_id: str, delay: float = 0) -> Job:
+        options = {
+            "kwargs": {"project": project, "tier": tier},
+            "job_id": job_id,
+            "job_timeout": self.job_timeout,
+            "description": f"train project {project} ({tier})",
+            "result_ttl": 7 * 24 * 3600,
+            "failure_ttl": 7 * 24 * 3600,
+        }
+        if delay > 0:
+            # Every worker runs RQ's scheduler, which enqueues it then.
+            return self.queue.enqueue_in(datetime.timedelta(seconds=delay), TRAIN_FUNC, **options)
+        return self.queue.enqueue(TRAIN_FUNC, **options)
 
     @contextmanager
     def run(self, project: int, job_id: str, tier: str = FAST) -> Iterator[bool]:
@@ -241,6 +257,16 @@ class RetrainPolicy:
     def run_due(self, project: int) -> bool:
         """Whether a training run of `project` (any tier) is queued, or due after the one in progress."""
         return any(state["queued"] or state["rerun"] for state in (self.state(project, t) for t in self.cadence))
+
+    def pace(self, project: int, seconds: float) -> None:
+        """Runs of `project` requested in the next `seconds` wait until then (a later pace replaces it)."""
+        if seconds > 0:
+            self.redis.set(_paced_key(project), time.time() + seconds, ex=int(seconds) + 1)
+
+    def paced_for(self, project: int) -> float:
+        """Seconds a run of `project` requested now waits; 0 when it may start at once."""
+        until = self.redis.get(_paced_key(project))
+        return 0.0 if until is None else max(float(until) - time.time(), 0.0)
 
     def suspects_written(self, project: int) -> None:
         self.redis.set(_suspects_key(project), time.time(), ex=KEY_TTL_SECONDS)
