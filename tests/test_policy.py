@@ -167,6 +167,28 @@ def test_a_paced_run_waits_scheduled_and_later_requests_join_it_but_start_traini
     assert decision is Decision.QUEUED and {j.id for j in _train_jobs(queue)} >= {clicked}
     assert Job.fetch(clicked, connection=queue.connection).kwargs["tier"] == FULL
 
+    # A newer pace moves what waits: the scheduled run, and one queued before any pace (the other project's),
+    # but not the clicked one.
+    other = loop.state(PROJECT + 1)["queued"]
+    loop.pace(PROJECT, 60)
+    loop.pace(PROJECT + 1, 45)
+    scheduled = ScheduledJobRegistry(queue=queue)
+    assert 58 < scheduled.get_scheduled_time(job_id).timestamp() - time.time() <= 60
+    assert 43 < scheduled.get_scheduled_time(other).timestamp() - time.time() <= 45
+    assert Job.fetch(other, connection=queue.connection).get_status() == JobStatus.SCHEDULED
+    assert [j.id for j in _train_jobs(queue)] == [clicked]
+    # One a worker took already (no longer in the queue) is left as it is.
+    _, taken = loop.request(PROJECT + 2)
+    assert queue.remove(taken) == 1  # what a worker's dequeue does
+    loop.pace(PROJECT + 2, 30)
+    assert taken not in scheduled.get_job_ids() and taken not in queue.job_ids
+    # Start Training joins the paced run of its tier, which then starts at once and is not paced again.
+    loop = RetrainPolicy(queue, cadence={FAST: 1})
+    assert loop.on_event(PROJECT, "START_TRAINING") == (Decision.JOINED, job_id)
+    assert job_id not in scheduled.get_job_ids() and job_id in queue.job_ids
+    loop.pace(PROJECT, 60)
+    assert job_id in queue.job_ids and Job.fetch(job_id, connection=queue.connection).meta["paced"] is False
+
 
 @pytest.mark.slow
 def test_a_killed_runs_lease_expires(queue, redis_server, tmp_path):

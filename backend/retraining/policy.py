@@ -194,16 +194,18 @@ class RetrainPolicy:
             delay = self.paced_for(project) if paced else 0.0
             if delay:
                 log.info("project %s: %s run %s paced: starts in %.0f s", project, tier, job_id, delay)
-            self._enqueue(project, tier, job_id, delay)
+            self._enqueue(project, tier, job_id, delay, paced=paced)
             return Decision.QUEUED, job_id
         queued_id, _, since = answer.partition(" ")
         # Checking RQ costs a job fetch; a job queued moments ago is trusted (webhooks come in bursts).
         if time.time() - float(since or 0) < ENQUEUE_GRACE_SECONDS or self._alive(queued_id):
+            if not paced:
+                self._hurry(queued_id)
             return Decision.JOINED, queued_id
         # The queued job was lost (enqueue failed half-way, queue emptied, job expired): replace it.
         log.warning("project %s: queued training job %s is gone; enqueuing a new one", project, queued_id)
         self._forget(keys=[k["queued"]], args=[answer])
-        return self.request(project, tier)
+        return self.request(project, tier, paced=paced)
 
     def _alive(self, job_id: str) -> bool:
         try:
@@ -212,8 +214,9 @@ class RetrainPolicy:
             return False
         return status in (JobStatus.QUEUED, JobStatus.CREATED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 
-    def _enqueue(self, project: int, tier: str, job_id: str, delay: float = 0) -> Job:
+    def _enqueue(self, project: int, tier: str, job_id: str, delay: float = 0, *, paced: bool = True) -> Job:
         options = {
+            "meta": {"paced": paced},
             "kwargs": {"project": project, "tier": tier},
             "job_id": job_id,
             "job_timeout": self.job_timeout,
@@ -259,9 +262,37 @@ class RetrainPolicy:
         return any(state["queued"] or state["rerun"] for state in (self.state(project, t) for t in self.cadence))
 
     def pace(self, project: int, seconds: float) -> None:
-        """Runs of `project` requested in the next `seconds` wait until then (a later pace replaces it)."""
-        if seconds > 0:
-            self.redis.set(_paced_key(project), time.time() + seconds, ex=int(seconds) + 1)
+        """Runs of `project` start no sooner than `seconds` from now (a later pace replaces it): those requested
+        meanwhile wait in RQ's scheduled registry, and the project's run that waits already (queued, or scheduled
+        for another time) moves there too, unless someone asked for it (Start Training)."""
+        if seconds <= 0:
+            return
+        until = time.time() + seconds
+        self.redis.set(_paced_key(project), until, ex=int(seconds) + 1)
+        for tier in self.cadence:
+            job_id = self.state(project, tier)["queued"]
+            if job_id:
+                self._postpone(job_id, until)
+
+    def _postpone(self, job_id: str, until: float) -> None:
+        try:
+            job = Job.fetch(job_id, connection=self.redis)
+        except NoSuchJobError:
+            return
+        if not job.meta.get("paced", True):
+            return
+        # Only a job this call takes out of the queue or the schedule moves (LREM, ZREM: atomic): one a worker
+        # or RQ's scheduler took first runs as it is.
+        if self.queue.remove(job_id) or self.queue.scheduled_job_registry.remove(job_id):
+            self.queue.schedule_job(job, datetime.datetime.fromtimestamp(until, datetime.UTC))
+            log.info("project %s: run %s postponed by %.0f s", job.kwargs.get("project"), job_id, until - time.time())
+
+    def _hurry(self, job_id: str) -> None:
+        """Someone asked (Start Training): a paced run it joins starts now."""
+        if self.queue.scheduled_job_registry.remove(job_id):
+            job = Job.fetch(job_id, connection=self.redis)
+            job.meta["paced"] = False
+            self.queue.enqueue_job(job)
 
     def paced_for(self, project: int) -> float:
         """Seconds a run of `project` requested now waits; 0 when it may start at once."""
