@@ -309,6 +309,25 @@ def training_runs(redis_url: str, project: int, before: set[str]) -> tuple[dict,
     return dict(outcome), failures, seen
 
 
+def worker_time(redis_url: str, project: int, started: float, ended: float) -> dict[str, float]:
+    """{job function: share of the labeling time the workers spent in the project's jobs of it}, from the start and
+    end RQ records of finished and failed jobs (read as the labels stop: RQ forgets a cleanup's after 500 s)."""
+    from redis import Redis
+    from rq import Queue
+    from rq.registry import FailedJobRegistry, FinishedJobRegistry
+
+    queue = Queue(Settings(redis_url=redis_url).rq_queue, connection=Redis.from_url(redis_url))
+    seconds: dict[str, float] = {}
+    for registry in (FinishedJobRegistry(queue=queue), FailedJobRegistry(queue=queue)):
+        for job in queue.job_class.fetch_many(registry.get_job_ids(), connection=queue.connection):
+            if job is None or job.kwargs.get("project") != project or not (job.started_at and job.ended_at):
+                continue
+            begun, done = job.started_at.timestamp(), job.ended_at.timestamp()
+            name = (job.func_name or "?").rsplit(".", 1)[-1]
+            seconds[name] = seconds.get(name, 0.0) + max(0.0, min(done, ended) - max(begun, started))
+    return {name: round(s / (ended - started), 3) for name, s in sorted(seconds.items(), key=lambda i: -i[1])}
+
+
 def lag(run: Run, started: float, ended: float) -> dict:
     """How far the project's model_version was behind the labels: labeled tasks it had not learned (at each poll),
     and per labeled task the seconds until the project's version had been trained on at least that many (a
@@ -394,6 +413,7 @@ def load(args, ls_url: str, token: str, backend_url: str, secret: str, redis_url
         thread.join(timeout=120)
     ended = time.time()
     print(f"{run.annotations} labels in {ended - started:.0f} s; waiting up to {args.drain:.0f} s for the loop")
+    busy = worker_time(redis_url, run.project, started, ended) if redis_url else "unknown (no --redis-url)"
     settled = run.settle(policy, args.drain)
     run.done.set()
     monitor.join(timeout=60)
@@ -425,6 +445,7 @@ def load(args, ls_url: str, token: str, backend_url: str, secret: str, redis_url
         "webhook_decisions": dict(after["decisions"] - metrics_before["decisions"]),
         "training_runs": runs if redis_url else "unknown (no --redis-url)",
         "failed_jobs": failures,
+        "worker_time_share": busy,
         "versions_promoted": [v for v in run.versions if v not in at_start],
         "model_lag": {
             **lag(run, started, ended),
@@ -456,6 +477,7 @@ def report(figures: dict) -> int:
     )
     print(f"webhook decisions: {figures['webhook_decisions']}")
     print(f"training runs: {figures['training_runs']}; failed jobs: {figures['failed_jobs'] or 'none'}")
+    print(f"share of the labeling time the worker(s) spent in each job: {figures['worker_time_share']}")
     print(f"versions promoted during the run: {len(figures['versions_promoted'])}; model lag: {figures['model_lag']}")
     errors = sum(r["errors"] for r in figures["routes"].values()) + hooks["non_2xx"] + hooks["delivery_errors_count"]
     print(f"ERRORS: {errors}" + (f" + {len(figures['failed_jobs'])} failed jobs" if figures["failed_jobs"] else ""))

@@ -61,7 +61,9 @@ def test_predict_one_entry_per_task_with_margin_scores(client, app, v1):
     margins = np.abs(probs[:, 0] - probs[:, 1])
     for result, p, m in zip(results, probs, margins, strict=True):
         assert result["model_version"] == v1
-        assert result["score"] == pytest.approx(m, abs=1e-5)
+        # float32 matrix products may differ in the last digits between two calls (torch picks its kernels by
+        # shape and threads): seen once at 1.6e-5; a wrong score would be off by far more.
+        assert result["score"] == pytest.approx(m, abs=1e-4)
         [region] = result["result"]
         assert region == {
             "from_name": "label",
