@@ -16,7 +16,8 @@ from backend.stack.processes import free_port
 from tests.helpers import LABEL_CONFIG
 
 
-def test_label_studio_unreachable_fails_the_job_visibly_without_promoting(tmp_path, redis_server, monkeypatch):
+def _no_label_studio(tmp_path, redis_server, monkeypatch) -> tuple[Settings, RetrainPolicy]:
+    """The environment a worker reads (jobs take their settings from it), with nothing at LABEL_STUDIO_URL."""
     env = {
         "REDIS_URL": redis_server.url,
         "RQ_QUEUE": "jobs-test",
@@ -29,7 +30,11 @@ def test_label_studio_unreachable_fails_the_job_visibly_without_promoting(tmp_pa
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    trainings = RetrainPolicy.from_settings(settings, Redis.from_url(redis_server.url))
+    return settings, RetrainPolicy.from_settings(settings, Redis.from_url(redis_server.url))
+
+
+def test_label_studio_unreachable_fails_the_job_visibly_without_promoting(tmp_path, redis_server, monkeypatch):
+    settings, trainings = _no_label_studio(tmp_path, redis_server, monkeypatch)
     _, job_id = trainings.request(5)
     SimpleWorker([trainings.queue], connection=trainings.redis).work(burst=True)
 
@@ -41,6 +46,24 @@ def test_label_studio_unreachable_fails_the_job_visibly_without_promoting(tmp_pa
     # The run's lease is released: the next request queues a new run at once.
     assert trainings.state(5)["running"] is None
     assert trainings.request(5)[0].value == "queued"
+
+
+def test_a_paced_run_is_started_by_the_worker_s_scheduler_under_the_training_lease(tmp_path, redis_server, monkeypatch):
+    """What `python -m backend worker` (a worker with RQ's scheduler) does with a run that waits for the pace: it
+    runs once its time has come, as a training run of its project (here one that finds no Label Studio)."""
+    _, trainings = _no_label_studio(tmp_path, redis_server, monkeypatch)
+    trainings.pace(5, 2)  # RQ's schedule keeps whole seconds (cut): due in 1-2 s
+    decision, job_id = trainings.request(5)
+    worker = SimpleWorker([trainings.queue], connection=trainings.redis)
+    worker.work(burst=True, with_scheduler=True)
+    assert (
+        decision.value == "queued" and Job.fetch(job_id, connection=trainings.redis).get_status() == JobStatus.SCHEDULED
+    )
+    time.sleep(2.1)
+    worker.work(burst=True, with_scheduler=True)
+    job = Job.fetch(job_id, connection=trainings.redis)
+    assert job.get_status() == JobStatus.FAILED and job.meta["stage"] == "reading labels"
+    assert trainings.state(5) == {"new": None, "queued": None, "running": None, "rerun": None}
 
 
 def test_jobs_enqueued_under_their_old_path_still_run(redis_server):
