@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     cleanup_idle_seconds: float = Field(default=60, ge=0)
     # Annotating without such a pause, each switch past 6 older versions deletes the oldest at once, and annotators
     # wait for Label Studio meanwhile; the project's next run (Start Training aside) then starts late enough for
-    # those deletes to take at most this share of the time (1: never later): fewer, fresher-by-more versions.
+    # those deletes to take at most this share of the time (1: never later): fewer versions, each with more labels.
     cleanup_share: float = Field(default=0.33, gt=0, le=1)
     # Unlabeled tasks per re-scoring job: more workers score more chunks at once.
     rescore_chunk: int = Field(default=500, ge=1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime
 import enum
 import logging
+import math
 import threading
 import time
 import uuid
@@ -119,6 +120,20 @@ _FORGET = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# Moving a run that has not started between RQ's queue (a list) and its schedule (a sorted set by unix time), in
+# one step: a worker killed half-way must not leave a job in neither, which the queued key would name for a week.
+# KEYS: queue, schedule; ARGV: job id, time -> 1 when this call took the job out of the queue or the schedule
+_POSTPONE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 or redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]); return 1
+end
+return 0
+"""
+# KEYS: queue, schedule; ARGV: job id -> 1 when this call took the job out of the schedule
+_HURRY = """
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[1]); return 1 end
+return 0
+"""
 # KEYS: running; ARGV: job id, lease ms -> 1 while this job still holds the lease
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]); return 1 end
@@ -150,6 +165,8 @@ class RetrainPolicy:
         self._renew = self.redis.register_script(_RENEW)
         self._end = self.redis.register_script(_END)
         self._forget = self.redis.register_script(_FORGET)
+        self._move_later = self.redis.register_script(_POSTPONE)
+        self._move_now = self.redis.register_script(_HURRY)
 
     @classmethod
     def from_settings(cls, settings: Settings, connection: Redis | None = None) -> RetrainPolicy:
@@ -281,18 +298,19 @@ class RetrainPolicy:
             return
         if not job.meta.get("paced", True):
             return
-        # Only a job this call takes out of the queue or the schedule moves (LREM, ZREM: atomic): one a worker
-        # or RQ's scheduler took first runs as it is.
-        if self.queue.remove(job_id) or self.queue.scheduled_job_registry.remove(job_id):
-            self.queue.schedule_job(job, datetime.datetime.fromtimestamp(until, datetime.UTC))
+        # A job a worker or RQ's scheduler took first runs as it is. RQ's schedule keeps whole seconds: rounded up.
+        keys = [self.queue.key, self.queue.scheduled_job_registry.key]
+        if self._move_later(keys=keys, args=[job_id, math.ceil(until)]):
+            job.set_status(JobStatus.SCHEDULED)
             log.info("project %s: run %s postponed by %.0f s", job.kwargs.get("project"), job_id, until - time.time())
 
     def _hurry(self, job_id: str) -> None:
         """Someone asked (Start Training): a paced run it joins starts now."""
-        if self.queue.scheduled_job_registry.remove(job_id):
-            job = Job.fetch(job_id, connection=self.redis)
-            job.meta["paced"] = False
-            self.queue.enqueue_job(job)
+        job = Job.fetch(job_id, connection=self.redis)
+        job.meta["paced"] = False
+        job.save_meta()
+        if self._move_now(keys=[self.queue.key, self.queue.scheduled_job_registry.key], args=[job_id]):
+            job.set_status(JobStatus.QUEUED)
 
     def paced_for(self, project: int) -> float:
         """Seconds a run of `project` requested now waits; 0 when it may start at once."""
