@@ -136,6 +136,7 @@ def test_a_lost_queued_job_is_replaced(queue, monkeypatch):
     queue.empty()  # deletes the job too
     # Within the grace period the job may still be on its way into RQ: join it.
     assert loop.request(PROJECT) == (Decision.JOINED, lost)
+    assert loop.request(PROJECT, paced=False) == (Decision.JOINED, lost)  # Start Training's: nothing to hurry
     monkeypatch.setattr("backend.retraining.policy.ENQUEUE_GRACE_SECONDS", 0)
     decision, job_id = loop.request(PROJECT)
     assert decision is Decision.QUEUED and [j.id for j in _train_jobs(queue)] == [job_id]

@@ -291,12 +291,16 @@ class RetrainPolicy:
             if job_id:
                 self._postpone(job_id, until)
 
-    def _postpone(self, job_id: str, until: float) -> None:
+    def _fetch(self, job_id: str) -> Job | None:
+        """The job, or None when it is not in RQ (yet: the winner of a request enqueues right after its SET)."""
         try:
-            job = Job.fetch(job_id, connection=self.redis)
+            return Job.fetch(job_id, connection=self.redis)
         except NoSuchJobError:
-            return
-        if not job.meta.get("paced", True):
+            return None
+
+    def _postpone(self, job_id: str, until: float) -> None:
+        job = self._fetch(job_id)
+        if job is None or not job.meta.get("paced", True):
             return
         # A job a worker or RQ's scheduler took first runs as it is. RQ's schedule keeps whole seconds: rounded up.
         keys = [self.queue.key, self.queue.scheduled_job_registry.key]
@@ -306,7 +310,9 @@ class RetrainPolicy:
 
     def _hurry(self, job_id: str) -> None:
         """Someone asked (Start Training): a paced run it joins starts now."""
-        job = Job.fetch(job_id, connection=self.redis)
+        job = self._fetch(job_id)
+        if job is None:
+            return
         job.meta["paced"] = False
         job.save_meta()
         if self._move_now(keys=[self.queue.key, self.queue.scheduled_job_registry.key], args=[job_id]):
