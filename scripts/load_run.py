@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -45,6 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import requests  # noqa: E402
 from benchmark_loop import new_stack, pct  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from rq.job import Job  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from backend.labelstudio.label_config import default_label_config, parse_label_config  # noqa: E402
@@ -283,45 +285,42 @@ def metrics(backend_url: str) -> dict:
     return found
 
 
-def training_runs(redis_url: str, project: int, before: set[str]) -> tuple[dict, list[str], set[str]]:
-    """(runs by tier and outcome, the failed jobs' last lines, every job id seen) of the project's training jobs
-    in RQ's finished and failed registries, leaving out the ids in `before`."""
+def _project_jobs(redis_url: str, project: int) -> Iterator[tuple[Job, bool]]:
+    """(job, whether it failed) for the project's jobs in RQ's finished and failed registries."""
     from redis import Redis
     from rq import Queue
     from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
     queue = Queue(Settings(redis_url=redis_url).rq_queue, connection=Redis.from_url(redis_url))
-    outcome: Counter[str] = Counter()
-    failures, seen = [], set()
     for registry in (FinishedJobRegistry(queue=queue), FailedJobRegistry(queue=queue)):
         for job in queue.job_class.fetch_many(registry.get_job_ids(), connection=queue.connection):
-            if job is None or job.kwargs.get("project") != project:
-                continue
-            seen.add(job.id)
-            if job.id in before:
-                continue
-            if isinstance(registry, FailedJobRegistry):
-                failures.append(f"{job.func_name}: {((job.exc_info or '').strip().splitlines() or [''])[-1]}")
-            if job.func_name == TRAIN_FUNC:
-                failed = isinstance(registry, FailedJobRegistry)
-                status = "failed" if failed else (job.return_value() or {}).get("status")
-                outcome[f"{job.kwargs.get('tier')} {status}"] += 1
+            if job is not None and job.kwargs.get("project") == project:
+                yield job, isinstance(registry, FailedJobRegistry)
+
+
+def training_runs(redis_url: str, project: int, before: set[str]) -> tuple[dict, list[str], set[str]]:
+    """(runs by tier and outcome, the failed jobs' last lines, every job id seen) of the project's training jobs
+    in RQ's finished and failed registries, leaving out the ids in `before`."""
+    outcome: Counter[str] = Counter()
+    failures, seen = [], set()
+    for job, failed in _project_jobs(redis_url, project):
+        seen.add(job.id)
+        if job.id in before:
+            continue
+        if failed:
+            failures.append(f"{job.func_name}: {((job.exc_info or '').strip().splitlines() or [''])[-1]}")
+        if job.func_name == TRAIN_FUNC:
+            status = "failed" if failed else (job.return_value() or {}).get("status")
+            outcome[f"{job.kwargs.get('tier')} {status}"] += 1
     return dict(outcome), failures, seen
 
 
 def worker_time(redis_url: str, project: int, started: float, ended: float) -> dict[str, float]:
     """{job function: share of the labeling time the workers spent in the project's jobs of it}, from the start and
     end RQ records of finished and failed jobs (read as the labels stop: RQ forgets a cleanup's after 500 s)."""
-    from redis import Redis
-    from rq import Queue
-    from rq.registry import FailedJobRegistry, FinishedJobRegistry
-
-    queue = Queue(Settings(redis_url=redis_url).rq_queue, connection=Redis.from_url(redis_url))
     seconds: dict[str, float] = {}
-    for registry in (FinishedJobRegistry(queue=queue), FailedJobRegistry(queue=queue)):
-        for job in queue.job_class.fetch_many(registry.get_job_ids(), connection=queue.connection):
-            if job is None or job.kwargs.get("project") != project or not (job.started_at and job.ended_at):
-                continue
+    for job, _ in _project_jobs(redis_url, project):
+        if job.started_at and job.ended_at:
             begun, done = job.started_at.timestamp(), job.ended_at.timestamp()
             name = (job.func_name or "?").rsplit(".", 1)[-1]
             seconds[name] = seconds.get(name, 0.0) + max(0.0, min(done, ended) - max(begun, started))
