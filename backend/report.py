@@ -19,6 +19,7 @@ import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,8 @@ from .uncertainty import margin
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 MAX_SUSPECTS = 25
 MAX_SVG_POINTS = 5000
+# From 0 labels: a curve's start is where the labels began, and a lone first version gets whole-number ticks.
+LABELS_AXIS = {"title": "labels the version was trained on", "rangemode": "tozero"}
 _PAGES = Environment(loader=PackageLoader("backend", "templates"), autoescape=True)
 
 
@@ -243,7 +246,7 @@ def learning_curve(history: Sequence[dict], serving: str | None, classes: Sequen
             )
         )
     figure.update_layout(
-        xaxis_title="labels the version was trained on",
+        xaxis=LABELS_AXIS,
         yaxis={"title": "held-out F1", "range": [0, 1.02]},
         height=420,
         margin={"t": 30},
@@ -266,6 +269,10 @@ def label_counts(history: Sequence[dict], classes: Sequence[str]) -> go.Figure:
             )
         )
     figure.update_layout(xaxis_title="version promoted at (UTC)", yaxis_title="labels", height=300, margin={"t": 30})
+    if len(set(when)) == 1 and when[0]:
+        # Plotly spans a lone instant by a millisecond either side; an hour says "when" at a glance.
+        at = datetime.fromisoformat(when[0].replace("Z", "+00:00"))
+        figure.update_xaxes(range=[at - timedelta(minutes=30), at + timedelta(minutes=30)])
     return figure
 
 
@@ -296,9 +303,7 @@ def stop_chart(history: Sequence[dict], threshold: float) -> go.Figure:
         )
     )
     figure.add_hline(y=threshold, line_dash="dash", line_color="green", annotation_text=f"stop at {threshold:g}")
-    figure.update_layout(
-        xaxis_title="labels the version was trained on", yaxis={"range": [0, 1.02]}, height=360, margin={"t": 30}
-    )
+    figure.update_layout(xaxis=LABELS_AXIS, yaxis={"range": [0, 1.02]}, height=360, margin={"t": 30})
     return figure
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from backend.labelstudio.client import LabeledTask, Task
-from backend.report import Report, learning_curve, render, scatter, stop_chart
+from backend.report import Report, label_counts, learning_curve, render, scatter, stop_chart
 from backend.stopping import StabilizingPredictions
 from backend.suspects import Suspect
 
@@ -93,6 +93,15 @@ def test_the_curve_has_one_point_per_version_per_kind_and_marks_the_serving_one(
     assert list(serving.x) == [80] and serving.name == "serving: project3-v4"
     kappa = stop_chart(history, 0.99).data[0]
     assert list(kappa.y) == [h["kappa_previous"] for h in history]
+
+
+def test_a_first_version_is_drawn_on_readable_axes():
+    (first,) = _history(1)
+    for figure in (learning_curve([first], None, CLASSES), stop_chart([first], 0.99)):
+        assert figure.layout.xaxis.rangemode == "tozero"
+    start, end = label_counts([first], CLASSES).layout.xaxis.range
+    assert (start.isoformat(), end.isoformat()) == ("2026-11-25T09:30:00+00:00", "2026-11-25T10:30:00+00:00")
+    assert label_counts(_history(2), CLASSES).layout.xaxis.range is None
 
 
 def test_the_page_explains_each_part_and_escapes_tweets():
