@@ -24,7 +24,8 @@ $(LS_VENV)/.installed:
 
 # Debian packages for checks of `make test` (skipped without them, failed in CI): Chromium for the browser test,
 # docker-compose 1.29 to validate docker-compose.yml without a Docker engine, podman (with runc and mmdebstrap)
-# to build and run the image without one. Needs root (or sudo).
+# to build and run the image without one. Needs root (or sudo). Not installed here: the PostgreSQL server (and its
+# psql) that tests/e2e/test_postgres.py creates a database on (TEST_POSTGRE_*; CI's machines run one).
 SYSTEM_DEPS := chromium docker-compose podman runc mmdebstrap
 system-deps:
 	@missing=$$(for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null || echo $$p; done); \

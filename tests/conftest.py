@@ -134,13 +134,11 @@ def personal_access_token(stack) -> str:
     return LabelStudio(base_url=stack.ls_url, api_key=stack.token).tokens.create().token
 
 
-@pytest.fixture(scope="session")
-def stack(label_studio_binary, trained_model_dir, tmp_path_factory) -> LocalStack:
-    """The stack `make run` starts (Redis, Label Studio, backend, worker, rq-dashboard), through the launcher's
-    own code, on free ports, serving a copy of the trained default version."""
-    folder = tmp_path_factory.mktemp("stack")
+def e2e_stack(folder: Path, label_studio_binary: str, trained_model_dir: Path, **overrides) -> LocalStack:
+    """A LocalStack as `make run` makes it, on free ports, with E2E_SETTINGS, serving a copy of the trained
+    default version; not started."""
     shutil.copytree(trained_model_dir, folder / "models")
-    stack = LocalStack(
+    return LocalStack(
         folder=folder,
         token=secrets.token_hex(20),
         webhook_secret=secrets.token_hex(24),  # as `make run`: Label Studio's webhooks carry it
@@ -150,8 +148,15 @@ def stack(label_studio_binary, trained_model_dir, tmp_path_factory) -> LocalStac
         dashboard_port=free_port(),
         ls_binary=label_studio_binary,
         settings_env=E2E_SETTINGS,
+        **overrides,
     )
-    stack.start()
+
+
+@pytest.fixture(scope="session")
+def stack(label_studio_binary, trained_model_dir, tmp_path_factory) -> LocalStack:
+    """The stack `make run` starts (Redis, Label Studio, backend, worker, rq-dashboard), through the launcher's
+    own code, on free ports, serving a copy of the trained default version."""
+    stack = e2e_stack(tmp_path_factory.mktemp("stack"), label_studio_binary, trained_model_dir).start()
     try:
         yield stack
     finally:

@@ -16,11 +16,12 @@ import yaml
 from dotenv import dotenv_values
 
 from backend.settings import Settings
-from backend.stack.launcher import DEFAULT_DASHBOARD_USERNAME, DEFAULT_USERNAME
-from backend.stack.processes import LABEL_STUDIO_ENV, free_port, start_http, stop
+from backend.stack.launcher import DEFAULT_DASHBOARD_USERNAME, DEFAULT_USERNAME, LocalStack
+from backend.stack.processes import LABEL_STUDIO_DATABASE, LABEL_STUDIO_ENV, free_port, start_http, stop
 from tests.helpers import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
+POSTGRES = ROOT / "docker-compose.postgres.yml"
 EXAMPLE = ROOT / ".env.example"
 # Addresses each stack sets for itself (compose: inside its network; the launcher: on 127.0.0.1).
 STACK_ADDRESSES = {"MODEL_DIR", "REDIS_URL", "LABEL_STUDIO_URL", "HOST", "PORT"}
@@ -47,6 +48,7 @@ STACK_SETTINGS = {
     "RQ_DASHBOARD_BIND",
     "STACK_DIR",  # make run only, as the two below
     "LABEL_STUDIO_BIN",
+    *LABEL_STUDIO_DATABASE,
 }
 
 
@@ -61,13 +63,15 @@ def _compose_command() -> list[str]:
     pytest.skip(reason)
 
 
-def _config(tmp_path, env: dict) -> subprocess.CompletedProcess:
-    """`docker-compose config` on a copy of the file, next to an .env made from .env.example plus `env`."""
-    shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
+def _config(tmp_path, env: dict, files=(COMPOSE,)) -> subprocess.CompletedProcess:
+    """`docker-compose config` on a copy of the files, next to an .env made from .env.example plus `env`."""
+    for file in files:
+        shutil.copy(file, tmp_path / file.name)
     (tmp_path / ".env").write_text(EXAMPLE.read_text() + "".join(f"{k}={v}\n" for k, v in env.items()))
     clean = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES | STACK_SETTINGS}
-    clean = {k: v for k, v in clean.items() if not k.startswith(("LABEL_STUDIO_", "RQ_DASHBOARD_"))}
-    return subprocess.run([*_compose_command(), "config"], cwd=tmp_path, env=clean, capture_output=True, text=True)
+    clean = {k: v for k, v in clean.items() if not k.startswith(("LABEL_STUDIO_", "RQ_DASHBOARD_", "COMPOSE_"))}
+    command = [*_compose_command(), *(arg for file in files for arg in ("-f", file.name)), "config"]
+    return subprocess.run(command, cwd=tmp_path, env=clean, capture_output=True, text=True)
 
 
 @pytest.fixture()
@@ -131,6 +135,55 @@ def _published(service: dict) -> tuple[str, str]:
 def test_compose_refuses_to_start_without_each_secret(tmp_path, secret):
     answer = _config(tmp_path, {k: v for k, v in SECRETS.items() if k != secret})
     assert answer.returncode != 0 and f"set {secret} in .env" in answer.stderr
+
+
+def test_label_studio_keeps_sqlite_unless_env_names_a_database(tmp_path, resolved):
+    assert resolved["services"]["label-studio"]["environment"]["DJANGO_DB"] == "sqlite"
+    theirs = {"DJANGO_DB": "default", "POSTGRE_HOST": "db.example", "POSTGRE_NAME": "ls", "POSTGRE_PASSWORD": "p" * 24}
+    answer = _config(tmp_path, {**SECRETS, **theirs})
+    assert answer.returncode == 0, answer.stderr
+    ls_env = yaml.safe_load(answer.stdout)["services"]["label-studio"]["environment"]
+    assert {k: ls_env[k] for k in LABEL_STUDIO_DATABASE} == {
+        **theirs,
+        "POSTGRE_PORT": "5432",
+        "POSTGRE_USER": "postgres",
+    }
+
+
+def test_make_run_gives_label_studio_the_same_database_settings(tmp_path, monkeypatch):
+    """What compose passes to Label Studio's container, the launcher passes to its process (tests/e2e/test_postgres.py
+    runs the stack so)."""
+    theirs = {"DJANGO_DB": "default", "POSTGRE_HOST": "db.example", "POSTGRE_PASSWORD": "p" * 24}
+    for name, value in {**theirs, "STACK_DIR": str(tmp_path), "MODEL_KINDS": "linear"}.items():
+        monkeypatch.setenv(name, value)
+    database = LocalStack.from_environment().ls_database
+    assert {k: database[k] for k in theirs} == theirs and set(database) <= set(LABEL_STUDIO_DATABASE)
+
+
+def test_the_postgres_file_puts_label_studio_on_its_own_postgresql(tmp_path):
+    answer = _config(tmp_path, {**SECRETS, "POSTGRE_PASSWORD": "p" * 48}, files=(COMPOSE, POSTGRES))
+    assert answer.returncode == 0, answer.stderr
+    resolved = yaml.safe_load(answer.stdout)
+    services = resolved["services"]
+    assert set(services) == {"label-studio", "redis", "ml-backend", "worker", "rq-dashboard", "setup", "postgres"}
+    ls, db = services["label-studio"], services["postgres"]
+    # What Label Studio connects with is what the server was created with.
+    assert ls["environment"]["DJANGO_DB"] == "default" and ls["environment"]["POSTGRE_HOST"] == "postgres"
+    assert db["environment"] == {
+        "POSTGRES_DB": ls["environment"]["POSTGRE_NAME"],
+        "POSTGRES_USER": ls["environment"]["POSTGRE_USER"],
+        "POSTGRES_PASSWORD": ls["environment"]["POSTGRE_PASSWORD"],
+    }
+    assert ls["environment"]["POSTGRE_PASSWORD"] == "p" * 48
+    # The rest of Label Studio's settings stay; it waits for the database; the data outlives the container.
+    assert {k: ls["environment"][k] for k in LABEL_STUDIO_ENV} == LABEL_STUDIO_ENV
+    assert ls["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "ports" not in db and "postgres-data" in resolved["volumes"]
+    (volume,) = db["volumes"]  # "name:path:rw" (Compose 1) or a mapping (Compose 2)
+    assert "postgres-data" in str(volume) and "/var/lib/postgresql/data" in str(volume)
+    # No default password.
+    refused = _config(tmp_path, SECRETS, files=(COMPOSE, POSTGRES))
+    assert refused.returncode != 0 and "set POSTGRE_PASSWORD in .env" in refused.stderr
 
 
 def test_the_backend_and_rq_dashboard_ports_widen_only_when_asked(tmp_path):

@@ -23,7 +23,15 @@ from pathlib import Path
 from dotenv import dotenv_values, set_key
 
 from ..settings import Settings, redact
-from .processes import RedisServer, start_backend, start_dashboard, start_label_studio, start_worker, stop
+from .processes import (
+    LABEL_STUDIO_DATABASE,
+    RedisServer,
+    start_backend,
+    start_dashboard,
+    start_label_studio,
+    start_worker,
+    stop,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_USERNAME = "admin@example.com"
@@ -56,6 +64,7 @@ class LocalStack:
     ls_binary: str = field(default_factory=label_studio_bin)
     settings_env: dict = field(default_factory=dict)  # extra backend settings for the backend and the workers
     hf_offline: str = "1"  # HF_HUB_OFFLINE: "0" lets MODEL_NAME be a hub id
+    ls_database: dict = field(default_factory=dict)  # Label Studio's database settings; none: SQLite under `folder`
     ls_url: str = ""
     backend_url: str = ""
     dashboard_url: str = ""
@@ -83,6 +92,7 @@ class LocalStack:
             dashboard_password=env.get("RQ_DASHBOARD_PASSWORD") or _new_secret(folder / "rq-dashboard-password", 12),
             ls_binary=env.get("LABEL_STUDIO_BIN") or label_studio_bin(),
             hf_offline=env.get("HF_HUB_OFFLINE", "1"),
+            ls_database={k: env[k] for k in LABEL_STUDIO_DATABASE if k in env},
         )
 
     @property
@@ -98,6 +108,14 @@ class LocalStack:
             **self.settings_env,
         }
 
+    @property
+    def ls_database_where(self) -> str:
+        db = self.ls_database
+        if db.get("DJANGO_DB", "sqlite") == "sqlite":
+            return f"on SQLite in {self.folder / 'label-studio'}"
+        where = f"{db.get('POSTGRE_HOST', 'localhost')}:{db.get('POSTGRE_PORT', '5432')}"
+        return f"on PostgreSQL: database {db.get('POSTGRE_NAME', 'postgres')} at {where}"
+
     def start(self) -> LocalStack:
         (self.folder / "label-studio").mkdir(parents=True, exist_ok=True)
         (self.folder / "redis").mkdir(exist_ok=True)
@@ -107,7 +125,8 @@ class LocalStack:
                 self.processes.append(redis)
                 self.redis_url = redis.url
             print(f"redis: {redact(self.redis_url)}", flush=True)
-            print(f"starting Label Studio on port {self.ls_port} (about a minute the first time) ...", flush=True)
+            where = f"on port {self.ls_port}, {self.ls_database_where}"
+            print(f"starting Label Studio {where} (about a minute the first time) ...", flush=True)
             ls_proc, self.ls_url = start_label_studio(
                 self.ls_binary,
                 self.folder / "label-studio",
@@ -115,6 +134,7 @@ class LocalStack:
                 username=self.username,
                 password=self.password,
                 token=self.token,
+                database=self.ls_database,
             )
             self.processes.append(ls_proc)
             backend_proc, self.backend_url = start_backend(self.env, self.port, self.folder / "backend.log")

@@ -28,6 +28,20 @@ LABEL_STUDIO_ENV = {
 }
 
 
+# Label Studio's own names for its database (unset: SQLite in its data folder). DJANGO_DB=default with the POSTGRE_*
+# is PostgreSQL, which Label Studio recommends beyond a trial: on SQLite each write holds the whole database, so
+# annotators wait behind re-scoring, and the Data Manager shows and filters labels in their escaped JSON form
+# (`xen\u00f3fobo`: "contains xenófobo" finds nothing).
+LABEL_STUDIO_DATABASE = (
+    "DJANGO_DB",
+    "POSTGRE_HOST",
+    "POSTGRE_PORT",
+    "POSTGRE_NAME",
+    "POSTGRE_USER",
+    "POSTGRE_PASSWORD",
+)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -150,14 +164,24 @@ def start_http(
 
 
 def start_label_studio(
-    binary: str, data_dir: Path, port: int, *, username: str, password: str, token: str, timeout: float = 300
+    binary: str,
+    data_dir: Path,
+    port: int,
+    *,
+    username: str,
+    password: str,
+    token: str,
+    database: dict | None = None,
+    timeout: float = 300,
 ) -> tuple[subprocess.Popen, str]:
+    """`database`: LABEL_STUDIO_DATABASE settings (none: SQLite in `data_dir`)."""
     # The admin and its token in the environment, as docker compose gives them: not in `ps` for all to read.
     env = {
         "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
         "LABEL_STUDIO_USERNAME": username,
         "LABEL_STUDIO_PASSWORD": password,
         "LABEL_STUDIO_USER_TOKEN": token,
+        **(database or {}),
         **LABEL_STUDIO_ENV,
     }
     cmd = [binary, "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port)]
