@@ -27,7 +27,7 @@ from .labelstudio.label_config import parse_label_config
 from .labelstudio.project_setup import WEBHOOK_HEADER
 from .model_store import ModelStore
 from .registry import PROJECT_ID, scope_of
-from .retraining.policy import ANNOTATION_ACTIONS, TRAIN_ACTION, RetrainPolicy, connect
+from .retraining.policy import ANNOTATION_ACTIONS, IMPORT_ACTION, TRAIN_ACTION, RetrainPolicy, connect
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def create_app(
         action = body.get("action")
         if not isinstance(action, str) or not action:
             raise BadRequest("a webhook body needs `action`")
-        if action not in ANNOTATION_ACTIONS and action != TRAIN_ACTION:
+        if action not in ANNOTATION_ACTIONS and action not in (TRAIN_ACTION, IMPORT_ACTION):
             # Only known actions become metric labels: a label per forged action string would grow /metrics.
             metrics.WEBHOOKS.labels("other", "ignored").inc()
             return jsonify(status="ignored", action=action[:100])

@@ -233,6 +233,8 @@ def _setup_project(args, settings: Settings) -> None:
         )
     if report.labels_restored:
         print(f"project {report.project}: {report.labels_restored} labels of the CSV written to tweets that had none")
+    if report.scored_by_worker:
+        print(f"project {report.project}: the worker scores the {report.imported} new tweets (seconds; see its log)")
     if report.training_requested:
         print(f"project {report.project}: training of a first model on its labels queued (see the worker's log)")
     print(

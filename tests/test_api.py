@@ -178,7 +178,7 @@ def test_unknown_route_and_method_are_json(client):
 
 def test_webhook_ignores_other_actions_without_redis(client):
     # The session's REDIS_URL points at a closed port: actions that change no labels never touch Redis.
-    answer = client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1}})
+    answer = client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 1}})
     assert answer.status_code == 200 and answer.json["status"] == "ignored"
     assert client.post("/webhook", json={"no": "action"}).status_code == 400
     assert client.post("/webhook", json={"action": "ANNOTATION_CREATED", "annotation": "x"}).status_code == 400

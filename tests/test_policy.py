@@ -12,7 +12,16 @@ from rq import Queue
 from rq.job import Job
 
 from backend.api import create_app
-from backend.retraining.policy import FAST, FULL, TRAIN_FUNC, Decision, RetrainPolicy, cadence, connect
+from backend.retraining.policy import (
+    FAST,
+    FULL,
+    SCORE_FUNC,
+    TRAIN_FUNC,
+    Decision,
+    RetrainPolicy,
+    cadence,
+    connect,
+)
 from backend.settings import Settings
 
 PROJECT = 7
@@ -223,6 +232,22 @@ def test_a_killed_runs_lease_expires(queue, redis_server, tmp_path):
 
 def _webhook(client, action: str, project: int = PROJECT, **extra):
     return client.post("/webhook", json={"action": action, "project": {"id": project}, **extra})
+
+
+def test_imported_tasks_queue_one_scoring_job_per_project_and_no_training(queue):
+    loop = RetrainPolicy(queue, cadence={FAST: 1})
+    decision, job_id = loop.on_event(PROJECT, "TASKS_CREATED")
+    assert decision is Decision.QUEUED and job_id.startswith(f"score-{PROJECT}-")
+    # A second import while it waits: that job reads the tasks when it starts, so it scores these too.
+    assert loop.on_event(PROJECT, "TASKS_CREATED") == (Decision.JOINED, job_id)
+    assert loop.on_event(PROJECT + 1, "TASKS_CREATED")[0] is Decision.QUEUED
+    jobs = queue.get_jobs()
+    assert [j.func_name for j in jobs] == [SCORE_FUNC] * 2
+    assert [j.kwargs for j in jobs] == [{"project": PROJECT}, {"project": PROJECT + 1}]
+    assert loop.idle_seconds() is None and not _train_jobs(queue)  # an import is not an annotation
+    # Once it has started (no longer waiting), an import queues the next one.
+    queue.remove(job_id)
+    assert loop.on_event(PROJECT, "TASKS_CREATED")[0] is Decision.QUEUED
 
 
 def test_webhooks_enqueue_training_through_the_app(trained_model_dir, redis_server):

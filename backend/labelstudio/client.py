@@ -49,8 +49,12 @@ def _brief(exc: BaseException | None) -> str:
     return str(exc)[:500]
 
 
-def _filter(operator: str, value: int) -> str:
-    items = [{"filter": "filter:tasks:total_annotations", "operator": operator, "type": "Number", "value": value}]
+def _filter(*conditions: tuple[str, str, int]) -> str:
+    """A Data Manager query: every (counter column, operator, number) to hold."""
+    items = [
+        {"filter": f"filter:tasks:{column}", "operator": operator, "type": "Number", "value": value}
+        for column, operator, value in conditions
+    ]
     return json.dumps({"filters": {"conjunction": "and", "items": items}})
 
 
@@ -126,8 +130,11 @@ class LabelStudioClient:
         found = self._of_project(project, "reading the project", lambda: self.ls.projects.get(id=project))
         return found.label_config or ""
 
-    def _tasks(self, project: int, *, labeled: bool, include: str) -> list[dict]:
-        query = _filter("greater", 0) if labeled else _filter("equal", 0)
+    def _tasks(self, project: int, *, labeled: bool, include: str, unscored: bool = False) -> list[dict]:
+        conditions = [("total_annotations", "greater" if labeled else "equal", 0)]
+        if unscored:
+            conditions.append(("total_predictions", "equal", 0))
+        query = _filter(*conditions)
         # Only the fields named in `include`: Label Studio otherwise also sends the counters and aggregates of its
         # Data Manager's columns for every task, and reading is 3-4x slower (docs/benchmarks.md). The annotations
         # come only with fields="all", whatever `include` says.
@@ -156,8 +163,10 @@ class LabelStudioClient:
         tasks = self.labeled_tasks(project, config)
         return [t.text for t in tasks], [t.label for t in tasks]
 
-    def unlabeled(self, project: int, config: LabelConfig) -> list[Task]:
-        tasks = self._tasks(project, labeled=False, include="id,data")
+    def unlabeled(self, project: int, config: LabelConfig, *, unscored: bool = False) -> list[Task]:
+        """The tasks without annotations; `unscored`: of those, the ones without any prediction (imported since
+        the last re-scoring)."""
+        tasks = self._tasks(project, labeled=False, include="id,data", unscored=unscored)
         return [
             Task(t["id"], valid_text(t["data"][config.data_key]))
             for t in tasks

@@ -3,8 +3,9 @@
 Project by title, label config, tweets from a CSV (`id,text`, the notebook's `activelearning.csv`; an optional
 `label` column becomes annotations, to bootstrap the first model), the ML backend connected, Uncertainty
 sampling, the Data Manager tabs "Most uncertain first", "Uncertain (margin <= T)" and "Possibly mislabeled",
-predictions retrieved, and the project's `model_version` set to the backend's (else uncertainty sampling
-silently falls back to random).
+predictions retrieved (tweets added to a project whose webhook the backend accepts are scored by its worker
+instead, which Label Studio tells of the import), and the project's `model_version` set to the backend's (else
+uncertainty sampling silently falls back to random).
 
 The tabs show the task id, the score, the predicted label and the tweet, and hide the rest. Label Studio 1.23
 offers no column order to set through its API (a drag in the header is kept in the browser only) and lists the
@@ -80,6 +81,8 @@ class SetupReport:
     tabs_updated: list[str] = field(default_factory=list)
     model_version: str | None = None
     training_requested: bool = False
+    # The imported tweets are scored by the backend's worker (Label Studio sent it their TASKS_CREATED event).
+    scored_by_worker: bool = False
 
 
 def _columns(data_key: str, shown: tuple[str, ...]) -> dict[str, Any]:
@@ -114,8 +117,7 @@ def connect_backend(
     connection carries the backend's basic auth, else WEBHOOK_USER with the secret as password (docs/security)."""
     hook_url = backend_url.rstrip("/") + "/webhook"
     headers = webhook_headers(backend_auth, webhook_secret)
-    hooks = [as_dict(h) for h in ls.webhooks.list(project=str(project))]
-    ours = [h for h in hooks if str(h.get("url", "")).rstrip("/") == hook_url and h.get("project") == project]
+    ours = _webhooks(ls, project, backend_url)
     for hook in ours:
         if (hook.get("headers") or {}) != headers:
             ls.webhooks.update(id=hook["id"], url=hook_url, headers=headers)
@@ -128,6 +130,30 @@ def connect_backend(
     auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": user, "basic_auth_pass": password} if user else {}
     ls.ml.create(project=project, url=backend_url, title="tweets active learning", **auth)
     return True
+
+
+def _webhooks(ls, project: int, backend_url: str) -> list[dict]:
+    """The project's webhooks that reach this backend's /webhook."""
+    hook_url = backend_url.rstrip("/") + "/webhook"
+    hooks = [as_dict(h) for h in ls.webhooks.list(project=str(project))]
+    return [h for h in hooks if str(h.get("url", "")).rstrip("/") == hook_url and h.get("project") == project]
+
+
+def _lets_in(hook: dict, project: int) -> bool:
+    """Whether the backend accepts what this webhook sends (its headers: the secret of an earlier setup): an event
+    that changes nothing, sent as Label Studio would send it."""
+    try:
+        answer = requests.post(
+            hook["url"],
+            json={"action": "PROJECT_UPDATED", "project": {"id": project}},
+            headers=hook.get("headers") or {},
+            timeout=10,
+        )
+    except requests.RequestException:
+        return False
+    if answer.status_code != 200:
+        log.warning("project %s: the backend refuses its webhook (%s): %s", project, answer.status_code, answer.text)
+    return answer.status_code == 200
 
 
 def backend_instance(url: str, timeout: float = 5) -> str:
@@ -240,6 +266,9 @@ def setup_project(
             report.annotated += 1
         tasks.append(task)
     if tasks:
+        # Label Studio tells a webhook that was there before the import about the new tasks, and the backend's
+        # worker scores them (TASKS_CREATED); retrieving them here as well would race it into a second prediction.
+        report.scored_by_worker = any(_lets_in(hook, project.id) for hook in _webhooks(ls, project.id, backend_url))
         before = ls.projects.get(id=project.id).total_annotations_number or 0
         ls.projects.import_tasks(id=project.id, request=tasks)
         # Once (an end-to-end run, SQLite, while a worker wrote to another project) Label Studio kept an import's
@@ -265,7 +294,7 @@ def setup_project(
             ls.views.update(id=tabs[name]["id"], project=project.id, data={**tabs[name]["data"], **data})
             report.tabs_updated.append(name)
 
-    if retrieve:
+    if retrieve and not report.scored_by_worker:
         ls.actions.create(
             id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []}
         )

@@ -13,6 +13,8 @@
                                              deletes annotators waited for pace the project's next runs)
     refresh_suspects(project)                after a training run: `suspect_score` rewritten in annotated tasks
                                              the out-of-fold model doubts; left to the next run when one is due
+    score_new_tasks(project)                 tasks imported into Label Studio (its TASKS_CREATED event) ->
+                                             predictions of the serving version, so that they join the queue
 
 A job reads its configuration from the environment (Settings) like the server, so the worker and the server
 agree on MODEL_DIR, REDIS_URL and LABEL_STUDIO_URL. A worker killed at any point leaves the previous version
@@ -51,7 +53,7 @@ from ..registry import DEFAULT_SCOPE, Registry, Superseded, Version, scope_of
 from ..settings import FAST_KINDS, Settings
 from ..stopping import StopSignal
 from ..suspects import out_of_fold_probabilities, suspect_scores
-from .policy import FAST, FULL, RetrainPolicy, connect
+from .policy import FAST, FULL, RetrainPolicy, connect, enqueue_once
 
 log = logging.getLogger(__name__)
 
@@ -219,19 +221,41 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
 
 
 def enqueue_suspects(project: int, queue: Queue) -> str:
-    """Queue the project's suspect-score job behind this run (the run's switch never waits for it), unless one
-    is waiting already: it reads the labels when it starts, so it sees this run's or newer ones."""
-    prefix = f"{SUSPECTS_PREFIX}{project}-"
-    waiting = [job_id for job_id in queue.get_job_ids() if job_id.startswith(prefix)]
-    if waiting:
-        return waiting[0]
-    job = queue.enqueue_call(
-        refresh_suspects,
-        kwargs={"project": project},
-        job_id=f"{prefix}{uuid.uuid4().hex[:12]}",
-        description=f"suspect scores of project {project}",
-    )
-    return job.id
+    """Queue the project's suspect-score job behind this run (the run's switch never waits for it)."""
+    return enqueue_once(queue, SUSPECTS_PREFIX, refresh_suspects, project, "suspect scores")[0]
+
+
+def score_new_tasks(project: int) -> dict:
+    """Predictions of the serving version for the project's unlabeled tasks that have none: tweets imported into
+    Label Studio after the last re-scoring. Label Studio 1.23 asks a backend for predictions only when an
+    annotator opens a task, and its uncertainty sampling takes only tasks with a prediction of the project's
+    model_version, so until the next training such tweets would be neither in the queue nor in the score order.
+    A version promoted meanwhile re-scores every unlabeled task anyway."""
+    settings = _settings()
+    client = LabelStudioClient.from_settings(settings)
+    registry = Registry(settings.model_dir)
+    problem = not_connected(client, project, registry.instance)
+    if problem:
+        log.warning("project %s: new tasks not scored: %s", project, problem)
+        return {"status": "not_connected", "reason": problem}
+    serving = registry.resolve(project)
+    if serving is None:
+        return {"status": "no_model"}  # cold start: the first training scores every task
+    xml = client.label_config(project)
+    new = client.unlabeled(project, parse_label_config(xml), unscored=True)
+    size = max(settings.rescore_chunk, FAST_WRITE_BATCH if serving.kind in FAST_KINDS else 0)
+    chunks = [
+        score_chunk(project, serving.name, xml, [[t.id, t.text] for t in new[i : i + size]])
+        for i in range(0, len(new), size)
+    ]
+    result = {
+        "status": "written" if new else "nothing_new",
+        "version": serving.name,
+        "tasks": len(new),
+        "predictions": sum(c.get("predictions", 0) for c in chunks),
+    }
+    log.info("project %s: new tasks scored: %s", project, result)
+    return result
 
 
 def refresh_suspects(project: int) -> dict:

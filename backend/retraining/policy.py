@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 from redis import Redis
@@ -49,6 +50,11 @@ log = logging.getLogger(__name__)
 
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
 TRAIN_ACTION = "START_TRAINING"
+# Tasks imported into Label Studio: scored by the serving version at once (jobs.score_new_tasks), no training.
+IMPORT_ACTION = "TASKS_CREATED"
+SCORE_FUNC = "backend.retraining.jobs.score_new_tasks"
+# The id of a project's job that scores newly imported tasks, before `<project>-<random>`: at most one waits.
+SCORING_PREFIX = "score-"
 TRAIN_FUNC = "backend.retraining.jobs.train_project"
 FAST, FULL = "fast", "full"
 
@@ -63,6 +69,18 @@ class Decision(enum.StrEnum):
 
 # What an event's decisions add up to: the most consequential of the tiers' decisions.
 _RANK = {Decision.IGNORED: 0, Decision.COUNTED: 1, Decision.JOINED: 2, Decision.FOLLOW_UP: 3, Decision.QUEUED: 4}
+
+
+def enqueue_once(queue: Queue, prefix: str, func: Any, project: int, what: str) -> tuple[str, bool]:
+    """Queue `func(project=project)` unless a job of the same kind waits for the project already: such a job reads
+    Label Studio when it starts, so it sees what a second one would. (job id, whether it is new)."""
+    prefix = f"{prefix}{project}-"
+    waiting = [job_id for job_id in queue.get_job_ids() if job_id.startswith(prefix)]
+    if waiting:
+        return waiting[0], False
+    job_id = f"{prefix}{uuid.uuid4().hex[:12]}"
+    queue.enqueue_call(func, kwargs={"project": project}, job_id=job_id, description=f"{what} of project {project}")
+    return job_id, True
 
 
 def _keys(project: int, tier: str) -> dict[str, str]:
@@ -184,6 +202,9 @@ class RetrainPolicy:
         if action == TRAIN_ACTION:
             # Someone asked for it: never paced.
             return self.request(project, self.on_demand, paced=False)
+        if action == IMPORT_ACTION:
+            job_id, new = enqueue_once(self.queue, SCORING_PREFIX, SCORE_FUNC, project, "score new tasks")
+            return (Decision.QUEUED if new else Decision.JOINED), job_id
         if action not in ANNOTATION_ACTIONS:
             return Decision.IGNORED, None
         self.redis.set(LAST_ANNOTATION_KEY, time.time(), ex=KEY_TTL_SECONDS)

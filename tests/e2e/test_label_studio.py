@@ -1,5 +1,7 @@
 """End to end on the stack `make run` starts: a real Label Studio 1.23 and the backend under gunicorn."""
 
+import time
+
 import numpy as np
 import pytest
 import requests
@@ -113,6 +115,11 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
     assert not second.created and (second.imported, second.already_there) == (1, 30)
     assert not second.backend_connected and second.tabs_created == second.tabs_updated == []
     assert second.labels_restored == 0
+    # This webhook carries a secret the stack's backend refuses, so its TASKS_CREATED reaches no worker: setup
+    # retrieves the new tweet's prediction itself (test_tweets_imported_in_label_studio_join_... the other case).
+    assert not second.scored_by_worker
+    (new_task,) = [t for t in _scored(ls, first.project, 21) if t["data"]["tweet_id"] == "p-new"]
+    assert [p["model_version"] for p in new_task["predictions"]] == [version]
 
     pid = first.project
     assert [p.title for p in ls.projects.list()].count("setup e2e") == 1
@@ -160,6 +167,72 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
     assert restored.result == lost.result
     skipped = ls.tasks.get(id=by_source["l4"])
     assert (skipped.total_annotations, skipped.cancelled_annotations) == (0, 1)
+
+
+def _scored(ls, project: int, expected: int, seconds: float = 60) -> list[dict]:
+    """The project's unlabeled tasks once `expected` of them have a prediction (the worker scores imports)."""
+    deadline = time.time() + seconds
+    while True:
+        tasks = [t if isinstance(t, dict) else t.model_dump() for t in ls.tasks.list(project=project, fields="all")]
+        unlabeled = [t for t in tasks if not t["annotations"]]
+        if sum(1 for t in unlabeled if t["predictions"]) >= expected or time.time() > deadline:
+            return unlabeled
+        time.sleep(0.5)
+
+
+def test_tweets_imported_in_label_studio_join_the_uncertainty_queue(label_studio, backend_url, stack):
+    """Label Studio 1.23 asks a backend for a new task's prediction only when an annotator opens it, and samples
+    only tasks with a prediction of the project's model_version: the worker scores what an import adds."""
+    from label_studio_sdk import LabelStudio
+
+    from backend.labelstudio.project_setup import setup_project
+
+    url, token = label_studio
+    ls = LabelStudio(base_url=url, api_key=token)
+    pool = [{"id": f"i{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[20:40])]
+    setup = setup_project(
+        ls,
+        title="imports e2e",
+        label_config=LABEL_CONFIG,
+        rows=pool,
+        backend_url=backend_url,
+        webhook_secret=stack.webhook_secret,
+    )
+    assert not setup.scored_by_worker  # a new project: its webhook came after the import, so setup retrieved them
+    texts = [r["text"] for r in read_demo("tweets_pool.csv")[40:45]]
+    answer = requests.post(
+        f"{url}/api/projects/{setup.project}/import",
+        json=[{"text": text} for text in texts],  # as the Data Manager's Import sends them
+        headers={"Authorization": f"Token {token}"},
+        timeout=60,
+    )
+    assert answer.status_code == 201 and answer.json()["task_count"] == 5
+    started = time.time()
+    tasks = _scored(ls, setup.project, len(pool) + 5)
+    seconds = time.time() - started
+    imported = [t for t in tasks if t["data"]["text"] in texts]
+    model_version = ls.projects.get(id=setup.project).model_version
+    assert len(imported) == 5, "imported tasks missing"
+    assert all([p["model_version"] for p in t["predictions"]] == [model_version] for t in imported), (
+        f"not one prediction each of {model_version} after {seconds:.0f} s: {[t['predictions'] for t in imported]}"
+    )
+    # They are in the queue: Label Studio's score column (what uncertainty sampling orders by) has their margin.
+    scores = {t["id"]: t["predictions"][0]["score"] for t in imported}
+    assert all(0 <= score <= 1 for score in scores.values())
+    # setup-project again with two more tweets: the webhook lets them in, so the worker scores them and setup does
+    # not retrieve them too (which would race it into a second prediction of the same version).
+    more = [{"id": f"i{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[45:47], start=45)]
+    again = setup_project(
+        ls,
+        title="imports e2e",
+        label_config=LABEL_CONFIG,
+        rows=pool + more,
+        backend_url=backend_url,
+        webhook_secret=stack.webhook_secret,
+    )
+    assert again.imported == 2 and again.scored_by_worker
+    tasks = _scored(ls, setup.project, len(pool) + 7)
+    assert all([p["model_version"] for p in t["predictions"]] == [model_version] for t in tasks)
 
 
 def test_export_matches_the_predictions_in_label_studio(label_studio, backend_url, trained_model_dir, tmp_path):
@@ -284,3 +357,8 @@ def test_the_client_reads_labels_and_unlabeled_tasks_as_a_training_needs(label_s
     assert labeled == {ids[0]: (texts[0], "xenófobo"), ids[2]: (texts[2], "ok")}
     unlabeled = {t.id: t.text for t in client.unlabeled(project, config)}
     assert unlabeled == {ids[1]: texts[1], ids[3]: texts[3], ids[4]: texts[4]}
+    # The unscored ones: unlabeled and without any prediction, of whatever version.
+    client.write_predictions(
+        project, [{"task": ids[3], "result": [config.region("ok")], "score": 0.4, "model_version": "other-v1"}]
+    )
+    assert [t.id for t in client.unlabeled(project, config, unscored=True)] == [ids[1], ids[4]]
