@@ -80,6 +80,17 @@ def main(argv: list[str] | None = None) -> None:
     setup.add_argument("--backend-url", default="http://localhost:9090", help="the backend as Label Studio reaches it")
     setup.add_argument("--threshold", type=float, default=0.3, help="margin of the 'Uncertain' tab")
     setup.add_argument("--no-retrieve", action="store_true", help="do not ask the backend for predictions now")
+    shown = setup.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--hide-predictions",
+        dest="show_predictions",
+        action="store_false",
+        default=None,
+        help="annotators label without the model's guess pre-selected; the queue still follows its uncertainty",
+    )
+    shown.add_argument(
+        "--show-predictions", dest="show_predictions", action="store_true", help="pre-select it again (the default)"
+    )
 
     commands.add_parser(
         "run",
@@ -230,6 +241,7 @@ def _setup_project(args, settings: Settings) -> None:
             retrieve=not args.no_retrieve,
             backend_auth=settings.basic_auth,
             webhook_secret=settings.secret,
+            show_predictions=args.show_predictions,
         )
     if report.labels_restored:
         print(f"project {report.project}: {report.labels_restored} labels of the CSV written to tweets that had none")
@@ -241,7 +253,8 @@ def _setup_project(args, settings: Settings) -> None:
         f"project {report.project} at {settings.label_studio_url}/projects/{report.project}: "
         f"{'created' if report.created else 'updated'}; {report.imported} tweets imported "
         f"({report.annotated} with labels), {report.already_there} already there; "
-        f"tabs added: {report.tabs_created or 'none'}; model_version: {report.model_version or 'not set yet'}"
+        f"tabs added: {report.tabs_created or 'none'}; model_version: {report.model_version or 'not set yet'}; "
+        f"annotators {'see' if report.predictions_shown else 'do not see'} the model's guess"
     )
 
 

@@ -83,6 +83,8 @@ class SetupReport:
     training_requested: bool = False
     # The imported tweets are scored by the backend's worker (Label Studio sent it their TASKS_CREATED event).
     scored_by_worker: bool = False
+    # Whether annotators see the model's guess pre-selected (Label Studio's show_collab_predictions).
+    predictions_shown: bool = True
 
 
 def _columns(data_key: str, shown: tuple[str, ...]) -> dict[str, Any]:
@@ -232,9 +234,11 @@ def setup_project(
     retrieve: bool = True,
     backend_auth: tuple | None = None,
     webhook_secret: str = "",
+    show_predictions: bool | None = None,
 ) -> SetupReport:
     """`ls`: a label_studio_sdk.LabelStudio client; `rows`: dicts with `text`, optional `id` and `label`;
-    `backend_auth`: the backend's basic auth, if it has one; `webhook_secret`: its WEBHOOK_SECRET."""
+    `backend_auth`: the backend's basic auth, if it has one; `webhook_secret`: its WEBHOOK_SECRET;
+    `show_predictions`: whether annotators see the model's guess pre-selected (None: as the project has it)."""
     config = parse_label_config(label_config)
     existing = next((p for p in ls.projects.list() if p.title == title), None)
     if existing is None:
@@ -283,6 +287,10 @@ def setup_project(
         ls, project.id, backend_url, backend_auth=backend_auth, webhook_secret=webhook_secret
     )
     ls.projects.update(id=project.id, sampling="Uncertainty sampling")
+    if show_predictions is not None:
+        # Label Studio's "Use predictions to prelabel tasks". Turning it off also empties the project's
+        # model_version, and uncertainty sampling then draws at random: sync_model_version below sets it again.
+        ls.projects.update(id=project.id, show_collab_predictions=show_predictions)
 
     tabs = {(as_dict(v).get("data") or {}).get("title"): as_dict(v) for v in ls.views.list(project=project.id)}
     for name, data in wanted_tabs(config.data_key, threshold).items():
@@ -299,6 +307,7 @@ def setup_project(
             id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []}
         )
     report.model_version = sync_model_version(ls, project.id, backend_url, backend_auth)
+    report.predictions_shown = bool(ls.projects.get(id=project.id).show_collab_predictions)
     return report
 
 

@@ -235,6 +235,52 @@ def test_tweets_imported_in_label_studio_join_the_uncertainty_queue(label_studio
     assert all([p["model_version"] for p in t["predictions"]] == [model_version] for t in tasks)
 
 
+def test_annotators_can_label_without_the_guess_and_keep_the_uncertainty_queue(label_studio, backend_url, stack):
+    from label_studio_sdk import LabelStudio
+
+    from backend.labelstudio.project_setup import setup_project
+
+    url, token = label_studio
+    ls = LabelStudio(base_url=url, api_key=token)
+    headers = {"Authorization": f"Token {token}"}
+    rows = [{"id": f"h{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[50:70])]
+
+    def setup(show: bool | None):
+        return setup_project(
+            ls,
+            title="hidden e2e",
+            label_config=LABEL_CONFIG,
+            rows=rows,
+            backend_url=backend_url,
+            webhook_secret=stack.webhook_secret,
+            show_predictions=show,
+        )
+
+    def next_task(project: int) -> dict:
+        answer = requests.get(f"{url}/api/projects/{project}/next", headers=headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    hidden = setup(False)
+    assert not hidden.predictions_shown and hidden.model_version
+    project = ls.projects.get(id=hidden.project)
+    assert project.show_collab_predictions is False and project.model_version == hidden.model_version
+    scores = {
+        t.id: t.predictions[0]["score"] if isinstance(t.predictions[0], dict) else t.predictions[0].score
+        for t in ls.tasks.list(project=hidden.project, fields="all")
+    }
+    # The queue still starts at the most uncertain tweet; the labeling view gets no guess to pre-select.
+    first = next_task(hidden.project)
+    assert first["id"] == min(scores, key=scores.get) and first["predictions"] == []
+    shown = setup(True)
+    assert shown.predictions_shown and next_task(shown.project)["predictions"]
+    # Label Studio's own switch ("Use predictions to prelabel tasks") empties model_version, which makes its
+    # uncertainty sampling draw at random: what setup-project sets back.
+    ls.projects.update(id=shown.project, show_collab_predictions=False)
+    assert not ls.projects.get(id=shown.project).model_version
+    assert setup(None).model_version == hidden.model_version
+
+
 def test_export_matches_the_predictions_in_label_studio(label_studio, backend_url, trained_model_dir, tmp_path):
     import json
 
