@@ -169,6 +169,21 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
     assert (skipped.total_annotations, skipped.cancelled_annotations) == (0, 1)
 
 
+def _setup(ls, stack, title: str, rows: list[dict], **options):
+    """setup-project on the stack, as its CLI runs it there (the stack's webhook secret)."""
+    from backend.labelstudio.project_setup import setup_project
+
+    return setup_project(
+        ls,
+        title=title,
+        label_config=LABEL_CONFIG,
+        rows=rows,
+        backend_url=stack.backend_url,
+        webhook_secret=stack.webhook_secret,
+        **options,
+    )
+
+
 def _scored(ls, project: int, expected: int, seconds: float = 60) -> list[dict]:
     """The project's unlabeled tasks once `expected` of them have a prediction (the worker scores imports)."""
     deadline = time.time() + seconds
@@ -180,24 +195,15 @@ def _scored(ls, project: int, expected: int, seconds: float = 60) -> list[dict]:
         time.sleep(0.5)
 
 
-def test_tweets_imported_in_label_studio_join_the_uncertainty_queue(label_studio, backend_url, stack):
+def test_tweets_imported_in_label_studio_join_the_uncertainty_queue(label_studio, stack):
     """Label Studio 1.23 asks a backend for a new task's prediction only when an annotator opens it, and samples
     only tasks with a prediction of the project's model_version: the worker scores what an import adds."""
     from label_studio_sdk import LabelStudio
 
-    from backend.labelstudio.project_setup import setup_project
-
     url, token = label_studio
     ls = LabelStudio(base_url=url, api_key=token)
     pool = [{"id": f"i{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[20:40])]
-    setup = setup_project(
-        ls,
-        title="imports e2e",
-        label_config=LABEL_CONFIG,
-        rows=pool,
-        backend_url=backend_url,
-        webhook_secret=stack.webhook_secret,
-    )
+    setup = _setup(ls, stack, "imports e2e", pool)
     assert not setup.scored_by_worker  # a new project: its webhook came after the import, so setup retrieved them
     texts = [r["text"] for r in read_demo("tweets_pool.csv")[40:45]]
     answer = requests.post(
@@ -222,23 +228,14 @@ def test_tweets_imported_in_label_studio_join_the_uncertainty_queue(label_studio
     # setup-project again with two more tweets: the webhook lets them in, so the worker scores them and setup does
     # not retrieve them too (which would race it into a second prediction of the same version).
     more = [{"id": f"i{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[45:47], start=45)]
-    again = setup_project(
-        ls,
-        title="imports e2e",
-        label_config=LABEL_CONFIG,
-        rows=pool + more,
-        backend_url=backend_url,
-        webhook_secret=stack.webhook_secret,
-    )
+    again = _setup(ls, stack, "imports e2e", pool + more)
     assert again.imported == 2 and again.scored_by_worker
     tasks = _scored(ls, setup.project, len(pool) + 7)
     assert all([p["model_version"] for p in t["predictions"]] == [model_version] for t in tasks)
 
 
-def test_annotators_can_label_without_the_guess_and_keep_the_uncertainty_queue(label_studio, backend_url, stack):
+def test_annotators_can_label_without_the_guess_and_keep_the_uncertainty_queue(label_studio, stack):
     from label_studio_sdk import LabelStudio
-
-    from backend.labelstudio.project_setup import setup_project
 
     url, token = label_studio
     ls = LabelStudio(base_url=url, api_key=token)
@@ -246,15 +243,7 @@ def test_annotators_can_label_without_the_guess_and_keep_the_uncertainty_queue(l
     rows = [{"id": f"h{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[50:70])]
 
     def setup(show: bool | None):
-        return setup_project(
-            ls,
-            title="hidden e2e",
-            label_config=LABEL_CONFIG,
-            rows=rows,
-            backend_url=backend_url,
-            webhook_secret=stack.webhook_secret,
-            show_predictions=show,
-        )
+        return _setup(ls, stack, "hidden e2e", rows, show_predictions=show)
 
     def next_task(project: int) -> dict:
         answer = requests.get(f"{url}/api/projects/{project}/next", headers=headers, timeout=30)
