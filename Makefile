@@ -1,25 +1,34 @@
-# `make install` builds two virtualenvs: .venv for the backend, .venv-ls for Label Studio
-# (its pins -- Django, rq 2.x, redis 5.x -- are not ours, as in docker-compose where they are two containers).
+# `make install` builds two virtualenvs, each from hashed locks alone: .venv for the backend (requirements-torch.lock,
+# requirements-dev.lock), .venv-ls for Label Studio (requirements-ls.lock; its pins -- Django, rq 2.x, redis 5.x --
+# are not ours, as in docker-compose where they are two containers). `make lock` writes the locks.
 PYTHON ?= python3
 VENV ?= .venv
 LS_VENV ?= .venv-ls
-LABEL_STUDIO_VERSION ?= 1.23.2
 PY := $(VENV)/bin/python
+# Where torch's CPU wheel comes from when pip's own indexes do not have it: https://download.pytorch.org/whl/cpu
+# (PyPI has only the CUDA build, whose hash the lock refuses).
+TORCH_INDEX ?=
+# Exactly the locked files: every one checked against its hash, no dependency added that a lock does not name
+# (`pip check` then fails on one the lock lacks), nothing that pip would pick today.
+PIP_LOCKED := --quiet --no-deps --require-hashes
 
 .PHONY: install system-deps check test run serve worker smoke benchmark load clean image
 
 install: $(VENV)/.installed $(LS_VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+# A lock that changes builds the virtualenv anew: installing over it would leave what the lock no longer names.
+$(VENV)/.installed: pyproject.toml requirements-torch.lock requirements-dev.lock
+	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_LOCKED) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
+		-r requirements-torch.lock -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --no-index -e .
+	$(PY) -m pip check
 	touch $@
 
-$(LS_VENV)/.installed:
-	$(PYTHON) -m venv $(LS_VENV)
-	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(LS_VENV)/bin/python -m pip install --quiet label-studio==$(LABEL_STUDIO_VERSION)
+$(LS_VENV)/.installed: requirements-ls.lock
+	rm -rf $(LS_VENV) && $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install $(PIP_LOCKED) -r requirements-ls.lock
+	$(LS_VENV)/bin/python -m pip check
 	touch $@
 
 # Debian packages for checks of `make test` (skipped without them, failed in CI): Chromium for the browser test,
@@ -77,20 +86,25 @@ benchmark: install
 load: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/load_run.py $(LOAD_ARGS)
 
-# The image's hashed lock, requirements.lock, from pyproject.toml: pip-tools in a throwaway virtualenv, PyPI alone
+# The hashed locks from pyproject.toml and requirements-ls.in: pip-tools in a throwaway virtualenv, PyPI alone
 # (PIP_CONFIG_FILE=/dev/null: no other index of this machine's pip configuration leaks in). Run it after any change
-# to the dependencies; `make check` fails while the two disagree (tests/test_lock.py). torch stays out of it: the
-# Dockerfile installs it from its CPU index (requirements-torch.lock), but its own dependencies are resolved here
-# from its CPU wheel, found in TORCH_FIND_LINKS, since PyPI's torch is the CUDA build with its nvidia-* packages.
+# to the dependencies; `make check` fails while they disagree (tests/test_lock.py). requirements.lock is the image's;
+# requirements-dev.lock adds the test extras to it, at the same versions (its constraint), for .venv. torch stays out
+# of them: it comes from its CPU index (requirements-torch.lock, written by hand), but its own dependencies are
+# resolved here from its CPU wheel, found in TORCH_FIND_LINKS, since PyPI's torch is the CUDA build with its nvidia-*
+# packages. Each pip-compile takes several minutes.
 TORCH_FIND_LINKS ?= $(or $(PIP_FIND_LINKS),https://download.pytorch.org/whl/cpu/torch/)
 LOCK_VENV ?= /tmp/tweet-al-pip-tools
+COMPILE = PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet \
+	--generate-hashes --strip-extras --index-url https://pypi.org/simple --no-emit-index-url --no-emit-find-links
+BACKEND_COMPILE = $(COMPILE) pyproject.toml --all-build-deps --unsafe-package torch --no-allow-unsafe \
+	--find-links $(TORCH_FIND_LINKS)
 lock:
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet pip-tools==7.6.2
-	PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile pyproject.toml \
-		--quiet --generate-hashes --all-build-deps --unsafe-package torch --no-allow-unsafe --strip-extras \
-		--index-url https://pypi.org/simple --find-links $(TORCH_FIND_LINKS) --no-emit-index-url \
-		--no-emit-find-links --output-file requirements.lock
+	$(BACKEND_COMPILE) --output-file requirements.lock
+	$(BACKEND_COMPILE) --extra test --constraint requirements.lock --output-file requirements-dev.lock
+	PIP_FIND_LINKS= $(COMPILE) requirements-ls.in --allow-unsafe --output-file requirements-ls.lock
 	rm -rf $(LOCK_VENV)
 
 clean:

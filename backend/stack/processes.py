@@ -16,6 +16,8 @@ from urllib.parse import quote
 
 import requests
 
+from ..errors import LabelStudioUnavailable
+
 # Label Studio refuses backends and webhooks on local or private addresses unless told otherwise, and needs
 # legacy tokens enabled for `Authorization: Token ...` (see docs/ and the README's troubleshooting). The feature
 # flag makes its prediction import recount only the tasks written, not every task of the project on each call:
@@ -65,11 +67,15 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+class ExitedAtStart(RuntimeError):
+    """A server's process ended before it answered; the message ends with its log."""
+
+
 def wait_http(url: str, proc: subprocess.Popen, seconds: float, log: Path, auth: tuple | None = None) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise ExitedAtStart(f"{url} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             if requests.get(url, timeout=2, auth=auth).status_code == 200:
                 return
@@ -185,7 +191,16 @@ def start_label_studio(
         **LABEL_STUDIO_ENV,
     }
     cmd = [binary, "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port)]
-    return start_http(cmd, env, port, data_dir / "label-studio.log", timeout)
+    try:
+        return start_http(cmd, env, port, data_dir / "label-studio.log", timeout)
+    except ExitedAtStart as exc:
+        # Its own log ends in a traceback deep inside a dependency; the usual cause is a virtualenv that is not
+        # what its lock names (a package upgraded by hand, or built before the lock changed).
+        raise LabelStudioUnavailable(
+            f"Label Studio exited while starting; the end of its log:\n{exc}\n"
+            f"Label Studio ({binary}) did not start. If that is .venv-ls, rebuild it from requirements-ls.lock: "
+            "`make clean install`; else see the log above."
+        ) from None
 
 
 def start_backend(env: dict, port: int, log: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
