@@ -225,6 +225,7 @@ def test_the_backend_s_virtualenv_holds_exactly_its_locks():
     assert drift(installed, lock) == [], f"{venv} is not what the locks name: `make clean install`"
 
 
+@pytest.mark.e2e  # .venv-ls is installed for `make test`, after `make check`
 def test_label_studio_s_virtualenv_holds_exactly_its_lock(label_studio_binary):
     venv = Path(label_studio_binary).parent.parent
     found = drift(_installed(venv / "bin" / "python"), locked(LS_LOCK.read_text()))
