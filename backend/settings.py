@@ -126,14 +126,11 @@ class Settings(BaseSettings):
     train_learning_rate: float = Field(default=1e-4, gt=0)
     # Versions kept per project (the serving one is never removed).
     keep_versions: int = Field(default=5, ge=1)
-    # The predictions of older versions are deleted once no annotation has come for this long (seconds; 0: right
-    # after each switch). Label Studio on SQLite holds its database while it deletes, 15-20 s for 2,000
-    # predictions, and annotators' next task waits that long (docs/active-learning.md, "Faults").
-    cleanup_idle_seconds: float = Field(default=60, ge=0)
-    # Annotating without such a pause, each switch past 6 older versions deletes the oldest at once, and annotators
-    # wait for Label Studio meanwhile; the project's next run (Start Training aside) then starts late enough for
-    # those deletes to take at most this share of the time (1: never later): fewer versions, each with more labels.
-    cleanup_share: float = Field(default=0.33, gt=0, le=1)
+    # Unlabeled tasks whose predictions each version writes to Label Studio: the most uncertain ones, which are the
+    # uncertainty queue (Label Studio samples only tasks with a prediction of the project's model_version) and the
+    # Data Manager's score order. Enough for what annotators label before the next round, with room to spare; a
+    # round writes and deletes this many predictions whatever the project's size.
+    queue_window: int = Field(default=200, ge=1, le=100_000)
     # Unlabeled tasks per re-scoring job: more workers score more chunks at once.
     rescore_chunk: int = Field(default=500, ge=1)
     # A training run holds a lease it renews; a killed worker's lease ends after this long.

@@ -1,5 +1,5 @@
 """Benchmark: what deleting an older version's predictions costs Label Studio's annotators, and what keeping
-older versions costs instead (why the cleanup job waits for a pause, CLEANUP_IDLE_SECONDS). Prints figures;
+older versions costs instead (why a round writes and deletes only a window, QUEUE_WINDOW). Prints figures;
 results live in docs/benchmarks.md.
 
     .venv/bin/python scripts/benchmark_cleanup.py [--tasks 2000] [--singles 150]

@@ -9,10 +9,10 @@ the demo data) in each tier's stack:
 1. Webhook latency (fast tier's stack, Label Studio idle beside it): p50/p99 of 50 concurrent POST /webhook.
 2. Fast tier (MODEL_KINDS=linear, RETRAIN_EVERY=1, 1 worker as `make run` starts): a first version on
    Start Training; then REPEATS times one annotation made through Label Studio's API, and the clock stops when
-   the project's model_version is the new version, which happens only after every unlabeled task holds a
-   prediction of it. Each run and the median; where the time goes comes from the jobs' own results (reading
-   labels and unlabeled tasks, training, chunk scoring and writing, the switch, the cleanup job after it), and
-   the per-task costs of reading tasks, scoring, writing and deleting predictions; each annotation finds the
+   the project's model_version is the new version, which happens only after its window (the QUEUE_WINDOW most
+   uncertain unlabeled tasks) holds predictions of it. Each run and the median; where the time goes comes from
+   the jobs' own results (reading labels and unlabeled tasks, training, scoring, writing the window, the switch,
+   the cleanup job after it), and the per-task costs of reading tasks and scoring; each annotation finds the
    queue idle (the previous round's cleanup and suspect-score jobs done). Then REPEATS annotations back to back,
    each the moment the previous one switched, while its cleanup and suspect-score jobs are queued.
 3. Full tier (MODEL_KINDS=linear,transformer, TRANSFORMER_EVERY=10**6, a fresh stack with 2 workers splitting the
@@ -23,11 +23,9 @@ the demo data) in each tier's stack:
 
 The fast tier runs on the one worker of `make run` (its loop is Label Studio I/O and sub-second training), or on
 --fast-workers; the full tier needs two, and takes them. Last in the fast tier, REPEATS annotations each made a
-second after the previous switch, while its cleanup job deletes: with one worker the run waits for that delete.
-Both stacks run with CLEANUP_IDLE_SECONDS=0 unless --cleanup-idle-seconds says otherwise: every cleanup deletes
-right after its switch, so its cost is measured and the last step meets it (the stack's default, 60, has it wait
-for a minute without annotations, and each round then waits for it; scripts/benchmark_cleanup.py says why).
-Prints figures; they are written down in docs/benchmarks.md. --webhook-only: only Redis and the backend.
+second after the previous switch, while its cleanup job deletes the previous window: with one worker the run
+waits for that delete. Prints figures; they are written down in docs/benchmarks.md. --webhook-only: only Redis
+and the backend.
 """
 
 from __future__ import annotations
@@ -229,7 +227,8 @@ def jobs_of(redis, queue_name: str, version: str, timeout: float = 300) -> dict:
             },
             "train_job": result.get("seconds", 0.0),
             "train_wall": wall(train[0]),
-            "chunks": inline["chunks"],
+            "chunks": 1,
+            "scored": inline.get("scored", 0),
             "tasks": inline.get("predictions", 0),
             "score": inline["score_seconds"],
             "write": inline["write_seconds"],
@@ -248,9 +247,10 @@ def jobs_of(redis, queue_name: str, version: str, timeout: float = 300) -> dict:
         "train_job": result.get("seconds", 0.0),
         "train_wall": wall(train[0]) if train else 0.0,
         "chunks": len(chunks),
-        "tasks": sum(answer(j).get("predictions", 0) for j in chunks),
-        "score": sum(answer(j).get("score_seconds", 0) for j in chunks),
-        "write": sum(answer(j).get("seconds", 0) - answer(j).get("score_seconds", 0) for j in chunks),
+        "scored": sum(answer(j).get("scored", 0) for j in chunks),
+        "tasks": answer(switch[0]).get("predictions", 0) if switch else 0,
+        "score": sum(answer(j).get("seconds", 0) for j in chunks),
+        "write": answer(switch[0]).get("write_seconds", 0) if switch else 0,
         "chunk_wall": sum(wall(j) for j in chunks),
         "switch_wall": wall(switch[0]) if switch else float("nan"),
         "switch_status": answer(switch[0]).get("status") if switch else "not found",
@@ -262,17 +262,18 @@ def describe(parts: dict) -> str:
     trained = ", ".join(f"{kind} {seconds:.1f} s" for kind, seconds in parts["train"].items())
     return (
         f"training job {parts['train_job']:.1f} s (reading labels and unlabeled tasks {parts['read']:.1f} s, "
-        f"training {trained}); {parts['chunks']} chunks, {parts['tasks']} predictions: scoring "
-        f"{parts['score']:.1f} s, writing {parts['write']:.1f} s (chunk jobs {parts['chunk_wall']:.1f} s, summed); "
+        f"training {trained}); {parts['chunks']} chunks: scoring {parts['scored']} tasks {parts['score']:.1f} s, "
+        f"writing the window of {parts['tasks']} predictions {parts['write']:.1f} s (chunk jobs "
+        f"{parts['chunk_wall']:.1f} s, summed); "
         f"switch {parts['switch_wall']:.1f} s ({parts['switch_status']}); after the switch, in a job of its own: "
-        f"deleting the older predictions {parts['cleanup_wall']:.1f} s; decision: {parts['decision']}"
+        f"deleting the older window {parts['cleanup_wall']:.1f} s; decision: {parts['decision']}"
     )
 
 
 def fast_tier(args) -> None:
     from rq import Queue
 
-    env = {"MODEL_KINDS": "linear", "RETRAIN_EVERY": "1", "CLEANUP_IDLE_SECONDS": str(args.cleanup_idle_seconds)}
+    env = {"MODEL_KINDS": "linear", "RETRAIN_EVERY": "1"}
     stack = new_stack(args.label_studio, env, "bench-fast-")
     try:
         stack.start()
@@ -290,8 +291,7 @@ def fast_tier(args) -> None:
         Queue(settings.rq_queue, connection=redis).empty()  # the training those posts asked for (no such project)
 
         print(
-            f"\n== fast tier: MODEL_KINDS=linear, RETRAIN_EVERY=1, CLEANUP_IDLE_SECONDS={args.cleanup_idle_seconds}, "
-            f"{len(stack.workers)} worker(s) ==",
+            f"\n== fast tier: MODEL_KINDS=linear, RETRAIN_EVERY=1, {len(stack.workers)} worker(s) ==",
             flush=True,
         )
         started = time.time()
@@ -390,11 +390,12 @@ def fast_tier(args) -> None:
             flush=True,
         )
         per = len(tasks) / 1000
-        median = {k: statistics.median(r[k] for r in rounds) for k in ("score", "write", "cleanup_wall")}
+        median = {k: statistics.median(r[k] for r in rounds) for k in ("score", "write", "cleanup_wall", "tasks")}
         print(
             f"per 1,000 unlabeled tasks (medians of the {args.repeats} rounds): reading {read_unlabeled / per:.2f} s, "
-            f"scoring {median['score'] / per:.2f} s, writing (import_predictions) {median['write'] / per:.2f} s, "
-            f"deleting the older version's predictions (cleanup job) {median['cleanup_wall'] / per:.2f} s",
+            f"scoring {median['score'] / per:.2f} s; per round, whatever the pool: writing the window of "
+            f"{median['tasks']:.0f} predictions {median['write']:.2f} s, deleting the older one (cleanup job) "
+            f"{median['cleanup_wall']:.2f} s",
             flush=True,
         )
     finally:
@@ -411,7 +412,6 @@ def full_tier(args) -> None:
         "TRANSFORMER_EVERY": str(10**6),
         "RETRAIN_EVERY": "1",
         "TORCH_THREADS": str(threads),
-        "CLEANUP_IDLE_SECONDS": str(args.cleanup_idle_seconds),
     }
     stack = new_stack(args.label_studio, env, "bench-full-")
     try:
@@ -501,7 +501,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="annotations timed in the fast tier")
     parser.add_argument("--tiers", default="fast,full", help="fast and/or full")
     parser.add_argument("--fast-workers", type=int, default=1, help="RQ workers of the fast tier (make run: 1)")
-    parser.add_argument("--cleanup-idle-seconds", type=float, default=0, help="CLEANUP_IDLE_SECONDS (stack: 60)")
     parser.add_argument("--label-studio", default=label_studio_bin())
     parser.add_argument("--webhook-only", action="store_true", help="only Redis and the backend: webhook latency")
     args = parser.parse_args()

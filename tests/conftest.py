@@ -118,9 +118,8 @@ E2E_SETTINGS = {
     "TRAIN_MIN_STEPS": "8",
     "RESCORE_CHUNK": "15",
     "TRAINING_LEASE_SECONDS": "3",
-    # The older predictions go 20 s after the last annotation (through RQ's scheduler), not a minute: longer than a
-    # fast run of the tests' projects takes, so that tests/e2e/test_loop.py sees the cleanup wait.
-    "CLEANUP_IDLE_SECONDS": "20",
+    # Narrower than the tests' projects' pools, so that they see the tasks outside the window.
+    "QUEUE_WINDOW": "20",
     "WORKERS": "2",
     "THREADS": "4",
 }

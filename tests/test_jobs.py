@@ -3,6 +3,7 @@ that fails the way a test needs (the e2e tests run the jobs against a real one).
 
 import time
 
+import numpy as np
 import pytest
 from redis import Redis
 from rq import SimpleWorker
@@ -46,24 +47,6 @@ def test_label_studio_unreachable_fails_the_job_visibly_without_promoting(tmp_pa
     # The run's lease is released: the next request queues a new run at once.
     assert trainings.state(5)["running"] is None
     assert trainings.request(5)[0].value == "queued"
-
-
-def test_a_paced_run_is_started_by_the_worker_s_scheduler_under_the_training_lease(tmp_path, redis_server, monkeypatch):
-    """What `python -m backend worker` (a worker with RQ's scheduler) does with a run that waits for the pace: it
-    runs once its time has come, as a training run of its project (here one that finds no Label Studio)."""
-    _, trainings = _no_label_studio(tmp_path, redis_server, monkeypatch)
-    trainings.pace(5, 2)  # RQ's schedule keeps whole seconds (cut): due in 1-2 s
-    decision, job_id = trainings.request(5)
-    worker = SimpleWorker([trainings.queue], connection=trainings.redis)
-    worker.work(burst=True, with_scheduler=True)
-    assert (
-        decision.value == "queued" and Job.fetch(job_id, connection=trainings.redis).get_status() == JobStatus.SCHEDULED
-    )
-    time.sleep(2.1)
-    worker.work(burst=True, with_scheduler=True)
-    job = Job.fetch(job_id, connection=trainings.redis)
-    assert job.get_status() == JobStatus.FAILED and job.meta["stage"] == "reading labels"
-    assert trainings.state(5) == {"new": None, "queued": None, "running": None, "rerun": None}
 
 
 def test_jobs_enqueued_under_their_old_path_still_run(redis_server):
@@ -145,38 +128,12 @@ def test_a_re_scoring_already_under_way_is_not_enqueued_twice(tmp_path, redis_se
     assert jobs.enqueue_rescoring(1, "abc123-project1-v3", settings, queue, xml=LABEL_CONFIG, tasks=tasks) == 2
 
 
-def test_a_fast_kind_writes_its_predictions_in_few_large_calls(monkeypatch):
-    """Label Studio recounts the whole project on every prediction import: rescore_now writes at least
-    FAST_WRITE_BATCH predictions per call, whatever RESCORE_CHUNK (the transformer's job size) says, and a
-    failed call is counted without stopping the others."""
-    from backend.retraining import jobs
-
-    calls = []
-
-    def score_chunk(project, version, xml, tasks):
-        calls.append(len(tasks))
-        if len(calls) == 2:
-            raise RuntimeError("Label Studio refused the write")
-        return {"predictions": len(tasks), "score_seconds": 0.1, "seconds": 0.3}
-
-    monkeypatch.setattr(jobs, "score_chunk", score_chunk)
-    monkeypatch.setattr(jobs, "finish_rescoring", lambda project, version, failed_chunks: {"status": "switched"})
-    tasks = [jobs.Task(i, f"tweet {i}") for i in range(12)]
-    result = jobs.rescore_now(1, "abc123-project1-v2", Settings(rescore_chunk=5), xml=LABEL_CONFIG, tasks=tasks)
-    assert calls == [12] and result["chunks"] == 1 and result["predictions"] == 12
-    calls.clear()
-    monkeypatch.setattr(jobs, "FAST_WRITE_BATCH", 5)
-    result = jobs.rescore_now(1, "abc123-project1-v2", Settings(rescore_chunk=2), xml=LABEL_CONFIG, tasks=tasks)
-    assert calls == [5, 5, 2] and result["chunks"] == 3 and result["failed_chunks"] == 1
-    assert result["predictions"] == 7
-
-
 class _LabelStudio:
     """What finish_rescoring and not_connected ask of Label Studio, with its failures chosen by the test."""
 
-    def __init__(self, versions, refuse=(), current="", delete_seconds=0.0):
+    def __init__(self, versions, refuse=(), current=""):
         self.versions, self.refuse, self.switched_to, self.deleted = versions, refuse, current or None, []
-        self.delete_seconds = delete_seconds
+        self.written: list[list[dict]] = []
 
     def model_version(self, project):
         return self.switched_to or ""
@@ -187,10 +144,14 @@ class _LabelStudio:
     def set_model_version(self, project, version):
         self.switched_to = version
 
+    def write_predictions(self, project, predictions):
+        self.written.append(predictions)
+        for p in predictions:
+            self.versions[p["model_version"]] = self.versions.get(p["model_version"], 0) + 1
+
     def delete_predictions(self, project, version, *, timeout=None):
         if version in self.refuse:
             raise LabelStudioUnavailable(f"Label Studio answered 500 for deleting predictions of {version}")
-        time.sleep(self.delete_seconds)
         self.deleted.append(version)
         self.versions.pop(version, None)
 
@@ -209,8 +170,8 @@ def _cleanup_setup(tmp_path, redis_server, monkeypatch, studio):
 
 
 def test_the_switch_leaves_deleting_old_predictions_to_a_job_of_its_own(tmp_path, redis_server, monkeypatch):
-    """Label Studio deletes about 150 predictions a second: the switch queues that as a job, which gives way to
-    any job waiting, so the next annotation's run does not queue behind it."""
+    """The run that switched is done before Label Studio deletes the older window: the switch queues that as a
+    job of its own."""
     from rq import Queue
 
     from tests.helpers import v
@@ -245,100 +206,61 @@ def test_a_cleanup_label_studio_refuses_never_fails_and_only_ours_are_deleted(
     assert f"predictions of {old} not deleted" in caplog.text
 
 
-def _scheduled(queue) -> dict[str, float]:
-    """{job id: seconds from now} of the jobs RQ's scheduler will enqueue. RQ keeps whole seconds (the time is
-    cut, not rounded), so a job due in 1 s may read as up to a second less."""
-    from rq.registry import ScheduledJobRegistry
-
-    registry = ScheduledJobRegistry(queue=queue)
-    return {i: registry.get_scheduled_time(i).timestamp() - time.time() for i in registry.get_job_ids()}
-
-
-def test_a_cleanup_waits_for_annotators_to_pause_but_never_piles_up_versions(tmp_path, redis_server, monkeypatch):
-    """Label Studio on SQLite holds its database while it deletes, and annotators' next task waits: while they
-    annotate, the cleanup deletes only what is past BACKLOG_VERSIONS and schedules itself for the pause, and the
-    project's next run waits twice as long as those deletes took (CLEANUP_SHARE: a third of the time)."""
-    from rq import Queue
-
-    from backend.retraining.policy import LAST_ANNOTATION_KEY
-    from tests.helpers import v
-
-    registry = Registry(tmp_path)
-    *old, new = (v(registry, "1", n) for n in range(1, 10))
-    # Label Studio lists the newest first.
-    studio = _LabelStudio({name: 20 for name in [new, *old[::-1]]}, current=new, delete_seconds=0.2)
-    jobs, settings = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
-    assert settings.cleanup_idle_seconds == 60 and jobs.BACKLOG_VERSIONS == 6 == len(old) - 2
-    queue = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url))
-    policy = RetrainPolicy.from_settings(settings, queue.connection)
-    policy.on_event(2, "ANNOTATION_CREATED")  # any project's
-
-    result = jobs.delete_old_predictions(1, new)
-    assert result["status"] == "waiting" and result["deleted_versions"] == old[:2] == studio.deleted
-    assert result["next"].startswith(f"cleanup-1-{new}-")
-    assert 55 < _scheduled(queue)[result["next"]] <= 60 and queue.job_ids == []
-    # Two deletes of 0.2 s while annotators work: for them to be a third of the time, runs wait about 0.8 s.
-    assert settings.cleanup_share == 0.33 and 0.6 < policy.paced_for(1) <= 0.85 and policy.paced_for(2) == 0
-    # The pause began 20 s ago: nothing waits, so the rest go, oldest first (1.4 s, past the pace), and no one
-    # waited for them.
-    queue.connection.set(LAST_ANNOTATION_KEY, time.time() - 80)
-    assert jobs.delete_old_predictions(1, new) == {"status": "done", "version": new, "deleted_versions": old[2:]}
-    assert studio.deleted == old and list(studio.versions) == [new] and policy.paced_for(1) == 0
-
-
-def test_a_cleanup_gives_way_to_a_waiting_training_and_skips_a_project_switched_since(
-    tmp_path, redis_server, monkeypatch
-):
-    from rq import Queue
-
+def test_a_cleanup_skips_a_project_switched_since(tmp_path, redis_server, monkeypatch):
     from tests.helpers import v
 
     registry = Registry(tmp_path)
     v1, v2, new, newer = (v(registry, "1", n) for n in range(1, 5))
-    studio = _LabelStudio({new: 20, v2: 20, v1: 20}, current=new)
-    jobs, settings = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
-    queue = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url))
-    other_cleanup = queue.enqueue(print, "another project's cleanup", job_id="cleanup-2-abc-project2-v5")
-    suspects = queue.enqueue(print, "suspect scores", job_id="suspects-1-0123456789ab")
-    waiting = queue.enqueue(print, "a training")
-    # No annotation for a week (or ever), but a training waits: it goes first, the cleanup a second later.
-    result = jobs.delete_old_predictions(1, new)
-    assert result["status"] == "waiting" and studio.deleted == []
-    assert -1 < _scheduled(queue)[result["next"]] <= 1
-    waiting.delete()
-    # Other background jobs waiting (a cleanup, suspect scores) are no reason to stop.
-    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [v1, v2] == studio.deleted
-    other_cleanup.delete()
-    suspects.delete()
-    studio.deleted.clear()
-    studio.versions[v2] = 20
-    studio.switched_to = newer  # a newer switch queued its own cleanup, which deletes both
+    studio = _LabelStudio({newer: 20, new: 20, v2: 20, v1: 20}, current=newer)
+    jobs, _ = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
+    # A newer switch queued its own cleanup, which deletes all three.
     assert jobs.delete_old_predictions(1, new)["status"] == "superseded" and studio.deleted == []
-    studio.switched_to = new
-    assert jobs.delete_old_predictions(1, new)["deleted_versions"] == [v2] == studio.deleted
+    assert jobs.delete_old_predictions(1, newer)["deleted_versions"] == [v1, v2, new] == studio.deleted
 
 
-def test_a_scheduled_cleanup_runs_when_rq_s_scheduler_enqueues_it(tmp_path, redis_server, monkeypatch):
-    """What the worker's scheduler (`python -m backend worker` runs one) does with the job the cleanup left."""
+def test_a_round_writes_the_window_of_all_its_chunks_and_nothing_else(tmp_path, redis_server, monkeypatch):
+    """Chunk jobs (several workers share a transformer's scoring) each keep their QUEUE_WINDOW most uncertain
+    predictions; the final job writes the QUEUE_WINDOW most uncertain of those, which are the window of the whole
+    pool, and the fast kind's inline re-scoring writes the same; the newest task scored is recorded."""
     from rq import Queue
 
-    from tests.helpers import v
+    from backend.models.linear import LinearClassifier, LinearConfig
+    from backend.uncertainty import margin
+    from tests.helpers import pool_texts, read_demo
 
-    registry = Registry(tmp_path)
-    old, new = v(registry, "1", 1), v(registry, "1", 2)
-    studio = _LabelStudio({new: 20, old: 20}, current=new)
-    jobs, settings = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
+    rows = read_demo("tweets_labeled.csv")
+    classifier = LinearClassifier.fit(
+        [r["text"] for r in rows], [r["label"] for r in rows], ["ok", "xenófobo"], config=LinearConfig()
+    )
+    version = Registry(tmp_path).store("1", classifier, {"classes": ["ok", "xenófobo"]}).name
+    from backend.retraining import jobs
+
+    texts = pool_texts(40)
+    tasks = [jobs.Task(100 + i, text) for i, text in enumerate(texts)]
+    margins = margin(classifier.predict_proba(texts))
+    expected = {100 + i for i in np.argsort(margins)[:6]}
+
+    studio = _LabelStudio({})
+    jobs, _ = _cleanup_setup(tmp_path, redis_server, monkeypatch, studio)
+    settings = Settings(model_dir=tmp_path, redis_url=redis_server.url, rq_queue="cleanup-test", queue_window=6)
+    monkeypatch.setattr(jobs, "_settings", lambda: settings)
+    monkeypatch.setattr(jobs, "_serving", lambda project, version, settings: Registry(tmp_path).current("1"))
     queue = Queue(settings.rq_queue, connection=Redis.from_url(redis_server.url))
-    later = jobs._enqueue_cleanup(settings, 1, new, delay=1)
-    assert later.get_status() == JobStatus.SCHEDULED and queue.job_ids == []
-    time.sleep(1.2)
-    SimpleWorker([queue], connection=queue.connection).work(burst=True, with_scheduler=True)
-    assert Job.fetch(later.id, connection=queue.connection).return_value() == {
-        "status": "done",
-        "version": new,
-        "deleted_versions": [old],
-    }
-    assert studio.deleted == [old]
+    chunked = settings.model_copy(update={"rescore_chunk": 7})
+    assert jobs.enqueue_rescoring(1, version, chunked, queue, xml=LABEL_CONFIG, tasks=tasks, through=150) == 6
+    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+
+    (written,) = studio.written
+    assert {p["task"] for p in written} == expected and studio.switched_to == version
+    assert [p["score"] for p in written] == sorted(p["score"] for p in written)
+    assert all(p["model_version"] == version for p in written)
+    policy = RetrainPolicy.from_settings(settings, queue.connection)
+    assert policy.scored_through(1) == 150
+
+    studio.written.clear()
+    result = jobs.rescore_now(1, version, settings, xml=LABEL_CONFIG, tasks=tasks, through=140)
+    assert result["scored"] == 40 and result["predictions"] == 6 and result["switch"] == "switched"
+    assert {p["task"] for p in studio.written[0]} == expected and policy.scored_through(1) == 150
 
 
 def test_an_event_for_a_project_label_studio_does_not_have_ends_as_not_connected():

@@ -39,9 +39,7 @@ def _train_jobs(queue: Queue) -> list:
 def test_retrain_after_every_n_annotation_events(queue):
     loop = RetrainPolicy(queue, cadence={FAST: 3})
     assert loop.on_event(PROJECT, "PROJECT_UPDATED")[0] is Decision.IGNORED
-    assert loop.idle_seconds() is None  # no annotation yet
     assert loop.on_event(PROJECT, "ANNOTATION_CREATED")[0] is Decision.COUNTED
-    assert 0 <= loop.idle_seconds() < 1  # what the cleanup job waits on
     assert loop.on_event(PROJECT, "ANNOTATION_UPDATED")[0] is Decision.COUNTED
     decision, job_id = loop.on_event(PROJECT, "ANNOTATION_CREATED")
     assert decision is Decision.QUEUED
@@ -57,7 +55,6 @@ def test_start_training_requests_at_once_and_projects_are_independent(queue):
     assert loop.on_event(1, "START_TRAINING")[0] is Decision.QUEUED
     assert loop.on_event(2, "START_TRAINING")[0] is Decision.QUEUED
     assert sorted(job.kwargs["project"] for job in _train_jobs(queue)) == [1, 2]
-    assert loop.idle_seconds() is None  # Start Training is not an annotation
 
 
 def test_the_tiers_follow_the_model_kinds():
@@ -145,60 +142,20 @@ def test_a_lost_queued_job_is_replaced(queue, monkeypatch):
     queue.empty()  # deletes the job too
     # Within the grace period the job may still be on its way into RQ: join it.
     assert loop.request(PROJECT) == (Decision.JOINED, lost)
-    assert loop.request(PROJECT, paced=False) == (Decision.JOINED, lost)  # Start Training's: nothing to hurry
     monkeypatch.setattr("backend.retraining.policy.ENQUEUE_GRACE_SECONDS", 0)
     decision, job_id = loop.request(PROJECT)
     assert decision is Decision.QUEUED and [j.id for j in _train_jobs(queue)] == [job_id]
 
 
-def test_a_paced_run_waits_scheduled_and_later_requests_join_it_but_start_training_does_not_wait(queue, monkeypatch):
-    """After deletes annotators waited for (jobs.delete_old_predictions), a project's runs start late enough for
-    them to stay a share of the time: the run waits in RQ's scheduled registry, which the queued key still names,
-    so requests meanwhile join it instead of queuing more."""
-    from rq.job import JobStatus
-    from rq.registry import ScheduledJobRegistry
-
-    loop = RetrainPolicy(queue, cadence={FAST: 1, FULL: 100})
-    assert loop.paced_for(PROJECT) == 0
-    loop.pace(PROJECT, 30)
-    assert 29 < loop.paced_for(PROJECT) <= 30 and loop.paced_for(PROJECT + 1) == 0
-    decision, job_id = loop.on_event(PROJECT, "ANNOTATION_CREATED")
-    assert decision is Decision.QUEUED and _train_jobs(queue) == []
-    job = Job.fetch(job_id, connection=queue.connection)
-    assert job.get_status() == JobStatus.SCHEDULED and job.func_name == TRAIN_FUNC
-    assert job.kwargs == {"project": PROJECT, "tier": FAST} and job.timeout == loop.job_timeout
-    due = ScheduledJobRegistry(queue=queue).get_scheduled_time(job_id).timestamp() - time.time()
-    assert 28 < due <= 30
-    monkeypatch.setattr("backend.retraining.policy.ENQUEUE_GRACE_SECONDS", 0)  # RQ is asked, not trusted
-    assert loop.on_event(PROJECT, "ANNOTATION_CREATED") == (Decision.JOINED, job_id)
-    # Another project is not paced; Start Training is someone asking: at once.
-    assert loop.on_event(PROJECT + 1, "ANNOTATION_CREATED")[0] is Decision.QUEUED
-    decision, clicked = loop.on_event(PROJECT, "START_TRAINING")
-    assert decision is Decision.QUEUED and {j.id for j in _train_jobs(queue)} >= {clicked}
-    assert Job.fetch(clicked, connection=queue.connection).kwargs["tier"] == FULL
-
-    # A newer pace moves what waits: the scheduled run, and one queued before any pace (the other project's),
-    # but not the clicked one.
-    other = loop.state(PROJECT + 1)["queued"]
-    loop.pace(PROJECT, 60)
-    loop.pace(PROJECT + 1, 45)
-    scheduled = ScheduledJobRegistry(queue=queue)
-    # Moved to whole seconds, rounded up: no sooner than the pace.
-    assert 59 < scheduled.get_scheduled_time(job_id).timestamp() - time.time() <= 61
-    assert 44 < scheduled.get_scheduled_time(other).timestamp() - time.time() <= 46
-    assert Job.fetch(other, connection=queue.connection).get_status() == JobStatus.SCHEDULED
-    assert [j.id for j in _train_jobs(queue)] == [clicked]
-    # One a worker took already (no longer in the queue) is left as it is.
-    _, taken = loop.request(PROJECT + 2)
-    assert queue.remove(taken) == 1  # what a worker's dequeue does
-    loop.pace(PROJECT + 2, 30)
-    assert taken not in scheduled.get_job_ids() and taken not in queue.job_ids
-    # Start Training joins the paced run of its tier, which then starts at once and is not paced again.
+def test_the_newest_scored_task_never_moves_back(queue):
+    """A round that read Label Studio before an import may end after the import's job scored it."""
     loop = RetrainPolicy(queue, cadence={FAST: 1})
-    assert loop.on_event(PROJECT, "START_TRAINING") == (Decision.JOINED, job_id)
-    assert job_id not in scheduled.get_job_ids() and job_id in queue.job_ids
-    loop.pace(PROJECT, 60)
-    assert job_id in queue.job_ids and Job.fetch(job_id, connection=queue.connection).meta["paced"] is False
+    assert loop.scored_through(PROJECT) == 0  # none known: every task without a prediction is new
+    loop.scored(PROJECT, 120)
+    loop.scored(PROJECT, 80)
+    assert loop.scored_through(PROJECT) == 120 and loop.scored_through(PROJECT + 1) == 0
+    loop.scored(PROJECT, 121)
+    assert loop.scored_through(PROJECT) == 121
 
 
 @pytest.mark.slow
@@ -244,7 +201,7 @@ def test_imported_tasks_queue_one_scoring_job_per_project_and_no_training(queue)
     jobs = queue.get_jobs()
     assert [j.func_name for j in jobs] == [SCORE_FUNC] * 2
     assert [j.kwargs for j in jobs] == [{"project": PROJECT}, {"project": PROJECT + 1}]
-    assert loop.idle_seconds() is None and not _train_jobs(queue)  # an import is not an annotation
+    assert not _train_jobs(queue)  # an import is not an annotation
     # Once it has started (no longer waiting), an import queues the next one.
     queue.remove(job_id)
     assert loop.on_event(PROJECT, "TASKS_CREATED")[0] is Decision.QUEUED
@@ -308,9 +265,10 @@ def test_every_key_of_the_policy_expires(queue):
     loop = RetrainPolicy(queue, cadence={FAST: 3})
     loop.on_event(424242, "ANNOTATION_CREATED")
     loop.on_event(PROJECT, "START_TRAINING")
+    loop.scored(PROJECT, 7)
     with loop.run(PROJECT, "another-job", FAST) as _:
         loop.on_event(PROJECT, "START_TRAINING")  # during a run: a follow-up is due
     redis = queue.connection
     keys = [k.decode() for k in redis.keys("al:*")]
-    assert {"al:424242:fast:new", f"al:{PROJECT}:fast:queued", "al:last-annotation"} <= set(keys)
+    assert {"al:424242:fast:new", f"al:{PROJECT}:fast:queued", f"al:{PROJECT}:scored-through"} <= set(keys)
     assert all(0 < redis.ttl(k) <= 7 * 24 * 3600 for k in keys), {k: redis.ttl(k) for k in keys}

@@ -130,10 +130,14 @@ class LabelStudioClient:
         found = self._of_project(project, "reading the project", lambda: self.ls.projects.get(id=project))
         return found.label_config or ""
 
-    def _tasks(self, project: int, *, labeled: bool, include: str, unscored: bool = False) -> list[dict]:
+    def _tasks(
+        self, project: int, *, labeled: bool, include: str, unscored: bool = False, after: int = 0
+    ) -> list[dict]:
         conditions = [("total_annotations", "greater" if labeled else "equal", 0)]
         if unscored:
             conditions.append(("total_predictions", "equal", 0))
+        if after:
+            conditions.append(("id", "greater", after))
         query = _filter(*conditions)
         # Only the fields named in `include`: Label Studio otherwise also sends the counters and aggregates of its
         # Data Manager's columns for every task, and reading is 3-4x slower (docs/benchmarks.md). The annotations
@@ -163,10 +167,10 @@ class LabelStudioClient:
         tasks = self.labeled_tasks(project, config)
         return [t.text for t in tasks], [t.label for t in tasks]
 
-    def unlabeled(self, project: int, config: LabelConfig, *, unscored: bool = False) -> list[Task]:
-        """The tasks without annotations; `unscored`: of those, the ones without any prediction (imported since
-        the last re-scoring)."""
-        tasks = self._tasks(project, labeled=False, include="id,data", unscored=unscored)
+    def unlabeled(self, project: int, config: LabelConfig, *, unscored: bool = False, after: int = 0) -> list[Task]:
+        """The tasks without annotations; `unscored`: of those, the ones without any prediction; `after`: of
+        those, the ones whose id is greater (imported later: Label Studio numbers tasks in order)."""
+        tasks = self._tasks(project, labeled=False, include="id,data", unscored=unscored, after=after)
         return [
             Task(t["id"], valid_text(t["data"][config.data_key]))
             for t in tasks

@@ -3,18 +3,21 @@
     train_project(project, tier)             labels from Label Studio -> train the tier's kinds -> promote the
                                              best -> re-score: a fast kind in this job (rescore_now), a
                                              transformer in chunk jobs that more workers share
-    score_chunk(project, version, tasks)     one chunk of unlabeled tasks -> predictions of `version`, in bulk
-    finish_rescoring(project, version)       after every chunk, failed ones included: the project's
-                                             model_version -> `version`; a cleanup job queued (none when a chunk
-                                             failed, so no task loses its score)
-    delete_old_predictions(project, version) predictions of older versions of ours deleted, one version at a
-                                             time, once annotators pause and no other job waits (until then
-                                             only down to BACKLOG_VERSIONS; it schedules itself again, and
-                                             deletes annotators waited for pace the project's next runs)
+    score_chunk(project, version, tasks)     one chunk of unlabeled tasks scored by `version`: its QUEUE_WINDOW
+                                             most uncertain predictions (nothing written)
+    finish_rescoring(project, version)       after every chunk, failed ones included: the window (the
+                                             QUEUE_WINDOW most uncertain of all chunks) written to Label Studio,
+                                             the project's model_version -> `version`, a cleanup job queued
+    delete_old_predictions(project, version) the predictions of older versions of ours deleted: a window each
     refresh_suspects(project)                after a training run: `suspect_score` rewritten in annotated tasks
                                              the out-of-fold model doubts; left to the next run when one is due
     score_new_tasks(project)                 tasks imported into Label Studio (its TASKS_CREATED event) ->
-                                             predictions of the serving version, so that they join the queue
+                                             the window of them, predicted by the serving version, joins the queue
+
+Label Studio holds predictions of the serving version for a window of the most uncertain unlabeled tasks only
+(QUEUE_WINDOW), not for every task: its uncertainty sampling takes only tasks with a prediction of the project's
+model_version, most uncertain first, and an annotator who opens any other task gets a prediction from /predict on
+the spot. So a round writes and deletes a window's worth of predictions however large the project is.
 
 A job reads its configuration from the environment (Settings) like the server, so the worker and the server
 agree on MODEL_DIR, REDIS_URL and LABEL_STUDIO_URL. A worker killed at any point leaves the previous version
@@ -24,15 +27,14 @@ chunk has been written.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
+import numpy as np
 import torch
 from label_studio_sdk.core.api_error import ApiError
 from rq import Queue, Retry, get_current_job
@@ -57,31 +59,22 @@ from .policy import FAST, FULL, RetrainPolicy, connect, enqueue_once
 
 log = logging.getLogger(__name__)
 
-# Predictions per Label Studio call when a fast kind re-scores in its training job (rescore_now): about 2 MB.
-FAST_WRITE_BATCH = 10_000
 # A task's suspect score is rewritten when it moves by this much (or crosses 0.5): fewer writes, same ranking.
 SUSPECT_STEP = 0.05
 # A chunk job that fails (Label Studio down past the client's own retries, a worker killed) is queued again this
 # many times, then counts as failed; the switch runs either way (finish_rescoring). At once: the worker that
 # failed may be gone, and another takes it.
 CHUNK_RETRIES = 2
-# The id of a cleanup job, before `<project>-<version>` (the switch's) and `-<random>` (those it schedules).
+# The id of a cleanup job, before `<project>-<version>` (the switch's).
 CLEANUP_PREFIX = "cleanup-"
 # The id of a project's suspect-score job, before `<project>-<random>`: at most one waits per project.
 SUSPECTS_PREFIX = "suspects-"
-# Jobs that tidy up after a run, by id: a cleanup does not give way to them.
-BACKGROUND = (CLEANUP_PREFIX, SUSPECTS_PREFIX)
 # A suspects job that finds another training run of its project due leaves the scores to that run's own job
 # (their out-of-fold models take seconds that the run would wait for), unless they are older than this: under
 # annotations that keep the queue busy they are still rewritten every few minutes. Under 20 annotators (make load)
 # a whole job took 30-33 s, most of it Label Studio answering slowly: with a minute here it took half the worker's
 # time and the labels waited for it (docs/benchmarks.md).
 SUSPECTS_MAX_AGE_SECONDS = 300
-# Older versions whose predictions a cleanup leaves while annotators work or a job waits: each is one prediction
-# per unlabeled task, so under hours of annotation without a pause the deletes must keep up; up to this many,
-# they wait for the pause. Measured with 2,000 tasks: at 6 versions, Label Studio's next task took as long as with
-# one, its Data Manager page 20% longer (docs/benchmarks.md).
-BACKLOG_VERSIONS = 6
 
 
 def _progress(**meta) -> None:
@@ -150,6 +143,8 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
         _progress(stage="waiting for labels", labels=len(labels), label_counts=dict(counts))
         return {"status": "cold_start", "label_counts": dict(counts), "needed_per_class": settings.min_labels_per_class}
     unlabeled = client.unlabeled(project, config)
+    # Tasks imported from now on are newer than every task this run scores: score_new_tasks takes them.
+    through = max([t.id for t in labeled] + [t.id for t in unlabeled], default=0)
     read_seconds = time.time() - started
 
     # The project's own version: the default scope's (which serves projects without one) was measured on other
@@ -193,10 +188,10 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
         result["pruned"] = registry.prune(scope, keep=settings.keep_versions)
         _log_progress(project, version, settings.stop_rule.judge(registry.history(scope)))
         if version.kind in FAST_KINDS:
-            result["rescored"] = rescore_now(project, version.name, settings, xml=xml, tasks=unlabeled)
+            result["rescored"] = rescore_now(project, version.name, settings, xml=xml, tasks=unlabeled, through=through)
         else:
             result["rescoring_chunks"] = enqueue_rescoring(
-                project, version.name, settings, queue, xml=xml, tasks=unlabeled
+                project, version.name, settings, queue, xml=xml, tasks=unlabeled, through=through
             )
         _progress(stage="promoted", version=version.name, labels=len(labels))
     elif (
@@ -208,10 +203,10 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
         # a run with nothing new to promote finishes that job, or the queue would stay on the older version.
         log.info("project %s: Label Studio is not on %s yet; re-scoring with it", project, serving.name)
         if serving.kind in FAST_KINDS:
-            result["rescored"] = rescore_now(project, serving.name, settings, xml=xml, tasks=unlabeled)
+            result["rescored"] = rescore_now(project, serving.name, settings, xml=xml, tasks=unlabeled, through=through)
         else:
             result["rescoring_chunks"] = enqueue_rescoring(
-                project, serving.name, settings, queue, xml=xml, tasks=unlabeled
+                project, serving.name, settings, queue, xml=xml, tasks=unlabeled, through=through
             )
     if settings.suspect_scores:
         result["suspects"] = enqueue_suspects(project, queue)
@@ -226,11 +221,11 @@ def enqueue_suspects(project: int, queue: Queue) -> str:
 
 
 def score_new_tasks(project: int) -> dict:
-    """Predictions of the serving version for the project's unlabeled tasks that have none: tweets imported into
-    Label Studio after the last re-scoring. Label Studio 1.23 asks a backend for predictions only when an
-    annotator opens a task, and its uncertainty sampling takes only tasks with a prediction of the project's
-    model_version, so until the next training such tweets would be neither in the queue nor in the score order.
-    A version promoted meanwhile re-scores every unlabeled task anyway."""
+    """Tasks imported into Label Studio since the serving version's round (ids past the one it recorded) are
+    scored, and the QUEUE_WINDOW most uncertain of them written: Label Studio 1.23 asks a backend for a prediction
+    only when an annotator opens a task, and its uncertainty sampling takes only tasks with a prediction of the
+    project's model_version, so until the next round such tweets would be neither in the queue nor in the score
+    order. Written beside the round's window, they take their place in it by score."""
     settings = _settings()
     client = LabelStudioClient.from_settings(settings)
     registry = Registry(settings.model_dir)
@@ -241,18 +236,20 @@ def score_new_tasks(project: int) -> dict:
     serving = registry.resolve(project)
     if serving is None:
         return {"status": "no_model"}  # cold start: the first training scores every task
+    policy = RetrainPolicy.from_settings(settings, _queue(settings).connection)
+    after = policy.scored_through(project)
     xml = client.label_config(project)
-    new = client.unlabeled(project, parse_label_config(xml), unscored=True)
-    size = max(settings.rescore_chunk, FAST_WRITE_BATCH if serving.kind in FAST_KINDS else 0)
-    chunks = [
-        score_chunk(project, serving.name, xml, [[t.id, t.text] for t in new[i : i + size]])
-        for i in range(0, len(new), size)
-    ]
+    new = client.unlabeled(project, parse_label_config(xml), unscored=True, after=after)
+    scored = score_chunk(project, serving.name, xml, [[t.id, t.text] for t in new])
+    window = scored.get("window", [])
+    if window:
+        client.write_predictions(project, window)
+    policy.scored(project, max((t.id for t in new), default=after))
     result = {
         "status": "written" if new else "nothing_new",
         "version": serving.name,
         "tasks": len(new),
-        "predictions": sum(c.get("predictions", 0) for c in chunks),
+        "predictions": len(window),
     }
     log.info("project %s: new tasks scored: %s", project, result)
     return result
@@ -386,10 +383,12 @@ def enqueue_rescoring(
     *,
     xml: str | None = None,
     tasks: list[Task] | None = None,
+    through: int = 0,
 ) -> int:
     """Split the unlabeled tasks (read from Label Studio unless given) into chunk jobs and a final job that runs
-    when all of them have ended. Nothing when a re-scoring with `version` is still pending (a second rollback to
-    it, a run that finds Label Studio not switched yet): the same predictions twice would be two rows each."""
+    when all of them have ended and writes their window. Nothing when a re-scoring with `version` is still pending
+    (a second rollback to it, a run that finds Label Studio not switched yet): the same predictions twice would be
+    two rows each. `through`: the newest task id the round saw (score_new_tasks takes the ones after it)."""
     if switch_pending(queue, project, version):
         log.info("project %s: a re-scoring with %s is already under way", project, version)
         return 0
@@ -397,6 +396,7 @@ def enqueue_rescoring(
         client = LabelStudioClient.from_settings(settings)
         xml = xml or client.label_config(project)
         tasks = client.unlabeled(project, parse_label_config(xml))
+        through = max((t.id for t in tasks), default=through)
     size = settings.rescore_chunk
     chunk_jobs = [
         queue.enqueue_call(
@@ -415,7 +415,7 @@ def enqueue_rescoring(
     ]
     queue.enqueue_call(
         finish_rescoring,
-        kwargs={"project": project, "version": version},
+        kwargs={"project": project, "version": version, "through": through},
         job_id=_switch_id(project, version),
         # It runs once every chunk has ended, failed ones included: a failed chunk never holds back the switch.
         depends_on=Dependency(jobs=chunk_jobs, allow_failure=True) if chunk_jobs else None,
@@ -444,34 +444,33 @@ def _serving(project: int, version: str, settings: Settings) -> Version | None:
     return serving if serving is not None and serving.name == version else None
 
 
-def rescore_now(project: int, version: str, settings: Settings, *, xml: str, tasks: list[Task]) -> dict:
-    """A fast kind's re-scoring, inside the training job: the chunk and switch functions the queue would run,
-    called in turn, without the job hand-offs (a linear version scores thousands of tweets in a fraction of a
-    second; writing to Label Studio is the rest). The project switches only after every chunk is written.
-    Chunks of at least FAST_WRITE_BATCH tasks: Label Studio 1.23 recounts every task of the project on each
-    prediction import, so 2,000 predictions take 1.9 s in one call and 6.6 s in four (docs/benchmarks.md)."""
-    size = max(settings.rescore_chunk, FAST_WRITE_BATCH)
-    chunks, failed = [], 0
-    for i in range(0, len(tasks), size):
-        try:
-            chunks.append(score_chunk(project, version, xml, [[t.id, t.text] for t in tasks[i : i + size]]))
-        except Exception:  # Label Studio refused the write after its retries: the other chunks still go in
-            log.exception("project %s: re-scoring tasks %d-%d with %s failed", project, i, i + size, version)
-            failed += 1
+def rescore_now(
+    project: int, version: str, settings: Settings, *, xml: str, tasks: list[Task], through: int = 0
+) -> dict:
+    """A fast kind's re-scoring, inside the training job: what the chunk and final jobs would do, in turn, without
+    the job hand-offs (a linear version scores thousands of tweets in a fraction of a second)."""
+    scored = score_chunk(project, version, xml, [[t.id, t.text] for t in tasks])
     switch_started = time.time()
-    final = finish_rescoring(project, version, failed_chunks=failed)
+    final = finish_rescoring(project, version, window=scored.get("window", []), through=through)
     return {
-        "chunks": len(chunks) + failed,
-        "failed_chunks": failed,
-        "predictions": sum(c.get("predictions", 0) for c in chunks),
-        "score_seconds": round(sum(c.get("score_seconds", 0) for c in chunks), 2),
-        "write_seconds": round(sum(c.get("seconds", 0) - c.get("score_seconds", 0) for c in chunks), 2),
+        "scored": scored.get("scored", 0),
+        "predictions": final.get("predictions", 0),
+        "score_seconds": scored.get("seconds", 0),
+        "write_seconds": final.get("write_seconds", 0),
         "switch": final["status"],
         "switch_seconds": round(time.time() - switch_started, 2),
     }
 
 
+def most_uncertain(predictions: list[dict], size: int) -> list[dict]:
+    """The `size` predictions with the lowest score (ascending: the most uncertain first)."""
+    order = np.argsort([p["score"] for p in predictions], kind="stable")[:size]
+    return [predictions[i] for i in order]
+
+
 def score_chunk(project: int, version: str, label_config: str, tasks: list[list]) -> dict:
+    """Predictions of `version` for [task id, text] pairs; only the QUEUE_WINDOW most uncertain are kept (the
+    window is never wider, whatever the other chunks hold)."""
     settings = _settings()
     serving = _serving(project, version, settings)
     if serving is None:
@@ -492,29 +491,41 @@ def score_chunk(project: int, version: str, label_config: str, tasks: list[list]
         for (task_id, _), result in zip(tasks, results, strict=True)
         if result is not NO_PREDICTION
     ]
-    scored = time.time() - started
-    LabelStudioClient.from_settings(settings).write_predictions(project, predictions)
     return {
-        "status": "written",
+        "status": "scored",
         "version": version,
-        "predictions": len(predictions),
-        "score_seconds": round(scored, 2),
+        "scored": len(predictions),
+        "window": most_uncertain(predictions, settings.queue_window),
         "seconds": round(time.time() - started, 2),
     }
 
 
-def finish_rescoring(project: int, version: str, failed_chunks: int = 0) -> dict:
+def finish_rescoring(
+    project: int, version: str, failed_chunks: int = 0, window: list[dict] | None = None, through: int = 0
+) -> dict:
+    """The window (the QUEUE_WINDOW most uncertain predictions of `window`, or of the chunk jobs this job follows)
+    written, then the project switched to `version` and a cleanup queued; `through` recorded for score_new_tasks."""
     settings = _settings()
     job = get_current_job()
-    if job is not None and job.dependency_ids:
-        # Chunk jobs that failed after their retries (a killed worker's count too, once RQ notices).
-        failed_chunks += sum(d.get_status() != JobStatus.FINISHED for d in job.fetch_dependencies())
+    if window is None:
+        window = []
+        # The chunk jobs this job follows: the windows of those that finished, a count of those that failed after
+        # their retries (a killed worker's too, once RQ notices).
+        for chunk in job.fetch_dependencies() if job is not None and job.dependency_ids else []:
+            if chunk.get_status() == JobStatus.FINISHED:
+                window += (chunk.return_value() or {}).get("window", [])
+            else:
+                failed_chunks += 1
     _progress(stage="switching", version=version, failed_chunks=failed_chunks)
     client = LabelStudioClient.from_settings(settings)
     if _serving(project, version, settings) is None:
         # A newer version was promoted meanwhile; its own final job switches the project.
-        _delete(client, project, [version], settings)
         return {"status": "superseded", "version": version}
+    window = most_uncertain(window, settings.queue_window)
+    started = time.time()
+    if window:
+        client.write_predictions(project, window)
+    write_seconds = round(time.time() - started, 2)
     versions = client.model_versions(project)
     if not versions.get(version):
         # Label Studio refuses a model_version without predictions: a project with every task labeled has none.
@@ -522,21 +533,25 @@ def finish_rescoring(project: int, version: str, failed_chunks: int = 0) -> dict
         _progress(stage="done", version=version, scored=0)
         return {"status": "nothing to score", "version": version}
     client.set_model_version(project, version)
+    RetrainPolicy.from_settings(settings, _queue(settings).connection).scored(project, through)
     if failed_chunks:
         log.error(
             "project %s: switched to %s, but %d re-scoring chunk(s) failed (rq-dashboard's failed jobs say why): "
-            "older predictions are kept so those tasks keep a score; the next training re-scores them",
+            "its window holds the most uncertain tasks of the other chunks",
             project,
             version,
             failed_chunks,
         )
-        _progress(stage="done", version=version, failed_chunks=failed_chunks)
-        return {"status": "switched", "version": version, "failed_chunks": failed_chunks, "deleted_versions": []}
-    # Label Studio keeps the predictions of the serving version only (docs/active-learning.md says why). Deleting
-    # takes it about 10 ms a prediction: not on the path of the next training (docs/benchmarks.md).
     cleanup = _enqueue_cleanup(settings, project, version)
-    _progress(stage="done", version=version, cleanup=cleanup.id)
-    return {"status": "switched", "version": version, "cleanup": cleanup.id}
+    _progress(stage="done", version=version, cleanup=cleanup.id, failed_chunks=failed_chunks)
+    return {
+        "status": "switched",
+        "version": version,
+        "predictions": len(window),
+        "write_seconds": write_seconds,
+        "failed_chunks": failed_chunks,
+        "cleanup": cleanup.id,
+    }
 
 
 def _queue(settings: Settings) -> Queue:
@@ -544,30 +559,21 @@ def _queue(settings: Settings) -> Queue:
     return Queue(settings.rq_queue, connection=job.connection if job is not None else connect(settings))
 
 
-def _enqueue_cleanup(settings: Settings, project: int, version: str, *, delay: float = 0) -> Job:
-    """The cleanup after the switch to `version`: now, or in `delay` seconds (RQ's scheduler, which every worker
-    runs, enqueues it then) under an id of its own, since the one it follows may still be running."""
-    queue = _queue(settings)
-    options: dict[str, Any] = {
-        "kwargs": {"project": project, "version": version},
-        "job_timeout": settings.train_timeout,
-        "description": f"delete older predictions of project {project} than {version}",
-    }
-    if delay <= 0:
-        return queue.enqueue(delete_old_predictions, job_id=f"{CLEANUP_PREFIX}{project}-{version}", **options)
-    later = f"{CLEANUP_PREFIX}{project}-{version}-{uuid.uuid4().hex[:8]}"
-    return queue.enqueue_in(datetime.timedelta(seconds=delay), delete_old_predictions, job_id=later, **options)
+def _enqueue_cleanup(settings: Settings, project: int, version: str) -> Job:
+    return _queue(settings).enqueue(
+        delete_old_predictions,
+        kwargs={"project": project, "version": version},
+        job_id=f"{CLEANUP_PREFIX}{project}-{version}",
+        job_timeout=settings.train_timeout,
+        description=f"delete older predictions of project {project} than {version}",
+    )
 
 
 def delete_old_predictions(project: int, version: str) -> dict:
-    """Delete the predictions of our versions other than `version`, oldest first, one version at a time, while
-    the project is on `version` (after a newer switch, that switch's own cleanup does it). Label Studio on SQLite
-    holds its database for the length of each delete and annotators' next task waits, so while an annotation
-    came less than CLEANUP_IDLE_SECONDS ago, or another job waits, it deletes only down to BACKLOG_VERSIONS older
-    versions (hours of annotation do not pile them up) and schedules itself again for when the pause would begin.
-    What it deleted while annotators worked paces the project's next runs (CLEANUP_SHARE).
-    One queue, not a second one of lower priority: RQ takes jobs from several queues with BLPOP, and a job a
-    worker took just before dying is then lost (with one queue it moves the job with LMOVE and finds it again)."""
+    """Delete the predictions of our versions other than `version`, oldest first, while the project is on
+    `version` (after a newer switch, that switch's own cleanup does it). Each is a window (and the tasks annotators
+    opened outside it, which Label Studio had predicted on the spot): a few seconds of Label Studio's time, so it
+    runs right after the switch, in a job of its own so that the run that switched is done."""
     settings = _settings()
     client = LabelStudioClient.from_settings(settings)
     if client.model_version(project) != version:
@@ -576,39 +582,9 @@ def delete_old_predictions(project: int, version: str) -> dict:
     registry = Registry(settings.model_dir)
     # Label Studio lists the newest first.
     old = [name for name in client.model_versions(project) if name != version and registry.ours(name)][::-1]
-    queue = _queue(settings)
-    policy = RetrainPolicy.from_settings(settings, queue.connection)
-    deleted: list[str] = []
-    # Seconds spent deleting while annotators work: what they waited for.
-    waited_for = 0.0
-    for left, name in zip(range(len(old), 0, -1), old, strict=True):
-        # Another cleanup or a suspects job waiting is no reason to stop: background work too, which waits anyway.
-        busy = any(not job.startswith(BACKGROUND) for job in queue.get_job_ids())
-        idle = policy.idle_seconds()
-        pause_in = 0.0 if idle is None else settings.cleanup_idle_seconds - idle
-        if (busy or pause_in > 0) and left <= BACKLOG_VERSIONS:
-            _pace(policy, project, waited_for, settings)
-            later = _enqueue_cleanup(settings, project, version, delay=max(pause_in, 1))
-            why = "a job waits" if busy else f"an annotation came {idle:.0f} s ago"
-            log.info("project %s: %s; %d older version(s) left to %s", project, why, left, later.id)
-            return {"status": "waiting", "version": version, "deleted_versions": deleted, "next": later.id}
-        start = time.monotonic()
-        deleted += _delete(client, project, [name], settings)
-        if pause_in > 0:
-            waited_for += time.monotonic() - start
-        _progress(stage="deleting", version=version, deleted_versions=deleted)
-    _pace(policy, project, waited_for, settings)
+    deleted = _delete(client, project, old, settings)
+    _progress(stage="deleted", version=version, deleted_versions=deleted)
     return {"status": "done", "version": version, "deleted_versions": deleted}
-
-
-def _pace(policy: RetrainPolicy, project: int, waited_for: float, settings: Settings) -> None:
-    """Past BACKLOG_VERSIONS, every switch under annotation costs a delete annotators wait for: the project's next
-    run waits long enough for those deletes to take at most CLEANUP_SHARE of the time (the run itself included,
-    since it follows the wait)."""
-    wait = waited_for * (1 - settings.cleanup_share) / settings.cleanup_share
-    if wait > 0:
-        policy.pace(project, wait)
-        log.info("project %s: deletes took %.0f s while annotators work; runs wait %.0f s", project, waited_for, wait)
 
 
 def _delete(client: LabelStudioClient, project: int, names: list[str], settings: Settings) -> list[str]:

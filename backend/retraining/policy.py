@@ -15,18 +15,14 @@ process and worker:
     al:<project>:<tier>:running  id of the running job; a lease the job renews, so a killed worker frees it
     al:<project>:<tier>:rerun    set when a request arrived during the run
     al:<project>:suspects        unix time the project's suspect scores were last written (jobs.refresh_suspects)
-    al:<project>:paced-until     unix time before which a requested run of the project waits in RQ's scheduled
-                                 registry (set by jobs.delete_old_predictions after deletes annotators waited for)
-    al:last-annotation           unix time of the last annotation event of any project (jobs.delete_old_predictions
-                                 waits for a pause: every project's annotators share Label Studio's database)
+    al:<project>:scored-through  the newest task id a round (or jobs.score_new_tasks) has scored: tasks imported
+                                 later have ids past it
 """
 
 from __future__ import annotations
 
-import datetime
 import enum
 import logging
-import math
 import threading
 import time
 import uuid
@@ -91,11 +87,8 @@ def _suspects_key(project: int) -> str:
     return f"al:{project}:suspects"
 
 
-def _paced_key(project: int) -> str:
-    return f"al:{project}:paced-until"
-
-
-LAST_ANNOTATION_KEY = "al:last-annotation"
+def _scored_key(project: int) -> str:
+    return f"al:{project}:scored-through"
 
 
 def cadence(settings: Settings) -> dict[str, int]:
@@ -138,19 +131,12 @@ _FORGET = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# Moving a run that has not started between RQ's queue (a list) and its schedule (a sorted set by unix time), in
-# one step: a worker killed half-way must not leave a job in neither, which the queued key would name for a week.
-# KEYS: queue, schedule; ARGV: job id, time -> 1 when this call took the job out of the queue or the schedule
-_POSTPONE = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 or redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]); return 1
+# KEYS: scored-through; ARGV: task id, ttl -> never moves back (a round that read Label Studio before an import
+# may end after the import was scored)
+_SCORED = """
+if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 end
-return 0
-"""
-# KEYS: queue, schedule; ARGV: job id -> 1 when this call took the job out of the schedule
-_HURRY = """
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[1]); return 1 end
-return 0
 """
 # KEYS: running; ARGV: job id, lease ms -> 1 while this job still holds the lease
 _RENEW = """
@@ -183,8 +169,7 @@ class RetrainPolicy:
         self._renew = self.redis.register_script(_RENEW)
         self._end = self.redis.register_script(_END)
         self._forget = self.redis.register_script(_FORGET)
-        self._move_later = self.redis.register_script(_POSTPONE)
-        self._move_now = self.redis.register_script(_HURRY)
+        self._scored = self.redis.register_script(_SCORED)
 
     @classmethod
     def from_settings(cls, settings: Settings, connection: Redis | None = None) -> RetrainPolicy:
@@ -200,14 +185,12 @@ class RetrainPolicy:
         """Count annotation events per tier and request a tier's run when its count is reached, or the most
         thorough tier at once on START_TRAINING. Returns the most consequential decision and its job id."""
         if action == TRAIN_ACTION:
-            # Someone asked for it: never paced.
-            return self.request(project, self.on_demand, paced=False)
+            return self.request(project, self.on_demand)
         if action == IMPORT_ACTION:
             job_id, new = enqueue_once(self.queue, SCORING_PREFIX, SCORE_FUNC, project, "score new tasks")
             return (Decision.QUEUED if new else Decision.JOINED), job_id
         if action not in ANNOTATION_ACTIONS:
             return Decision.IGNORED, None
-        self.redis.set(LAST_ANNOTATION_KEY, time.time(), ex=KEY_TTL_SECONDS)
         decisions = []
         for tier, every in self.cadence.items():
             if self._count(keys=[_keys(project, tier)["new"]], args=[max(count, 1), every, KEY_TTL_SECONDS]):
@@ -216,10 +199,8 @@ class RetrainPolicy:
                 decisions.append((Decision.COUNTED, None))
         return max(decisions, key=lambda d: _RANK[d[0]])
 
-    def request(self, project: int, tier: str = FAST, *, paced: bool = True) -> tuple[Decision, str | None]:
-        """Ask for a training run; returns the decision and the id of the job that will see the labels. A run
-        `paced` waits in RQ's scheduled registry until the project's pace allows it (see pace()); requests meanwhile
-        join it, as they join a queued one."""
+    def request(self, project: int, tier: str = FAST) -> tuple[Decision, str | None]:
+        """Ask for a training run; returns the decision and the id of the job that will see the labels."""
         k = _keys(project, tier)
         job_id = f"train-{project}-{tier}-{uuid.uuid4().hex[:12]}"
         answer = self._request(
@@ -229,43 +210,34 @@ class RetrainPolicy:
         if answer == "follow_up":
             return Decision.FOLLOW_UP, None
         if answer == "queued":
-            delay = self.paced_for(project) if paced else 0.0
-            if delay:
-                log.info("project %s: %s run %s paced: starts in %.0f s", project, tier, job_id, delay)
-            self._enqueue(project, tier, job_id, delay, paced=paced)
+            self._enqueue(project, tier, job_id)
             return Decision.QUEUED, job_id
         queued_id, _, since = answer.partition(" ")
         # Checking RQ costs a job fetch; a job queued moments ago is trusted (webhooks come in bursts).
         if time.time() - float(since or 0) < ENQUEUE_GRACE_SECONDS or self._alive(queued_id):
-            if not paced:
-                self._hurry(queued_id)
             return Decision.JOINED, queued_id
         # The queued job was lost (enqueue failed half-way, queue emptied, job expired): replace it.
         log.warning("project %s: queued training job %s is gone; enqueuing a new one", project, queued_id)
         self._forget(keys=[k["queued"]], args=[answer])
-        return self.request(project, tier, paced=paced)
+        return self.request(project, tier)
 
     def _alive(self, job_id: str) -> bool:
         try:
             status = Job.fetch(job_id, connection=self.redis).get_status()
         except NoSuchJobError:
             return False
-        return status in (JobStatus.QUEUED, JobStatus.CREATED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+        return status in (JobStatus.QUEUED, JobStatus.CREATED, JobStatus.DEFERRED)
 
-    def _enqueue(self, project: int, tier: str, job_id: str, delay: float = 0, *, paced: bool = True) -> Job:
-        options = {
-            "meta": {"paced": paced},
-            "kwargs": {"project": project, "tier": tier},
-            "job_id": job_id,
-            "job_timeout": self.job_timeout,
-            "description": f"train project {project} ({tier})",
-            "result_ttl": 7 * 24 * 3600,
-            "failure_ttl": 7 * 24 * 3600,
-        }
-        if delay > 0:
-            # Every worker runs RQ's scheduler, which enqueues it then.
-            return self.queue.enqueue_in(datetime.timedelta(seconds=delay), TRAIN_FUNC, **options)
-        return self.queue.enqueue(TRAIN_FUNC, **options)
+    def _enqueue(self, project: int, tier: str, job_id: str) -> Job:
+        return self.queue.enqueue(
+            TRAIN_FUNC,
+            kwargs={"project": project, "tier": tier},
+            job_id=job_id,
+            job_timeout=self.job_timeout,
+            description=f"train project {project} ({tier})",
+            result_ttl=7 * 24 * 3600,
+            failure_ttl=7 * 24 * 3600,
+        )
 
     @contextmanager
     def run(self, project: int, job_id: str, tier: str = FAST) -> Iterator[bool]:
@@ -299,50 +271,14 @@ class RetrainPolicy:
         """Whether a training run of `project` (any tier) is queued, or due after the one in progress."""
         return any(state["queued"] or state["rerun"] for state in (self.state(project, t) for t in self.cadence))
 
-    def pace(self, project: int, seconds: float) -> None:
-        """Runs of `project` start no sooner than `seconds` from now (a later pace replaces it): those requested
-        meanwhile wait in RQ's scheduled registry, and the project's run that waits already (queued, or scheduled
-        for another time) moves there too, unless someone asked for it (Start Training)."""
-        if seconds <= 0:
-            return
-        until = time.time() + seconds
-        self.redis.set(_paced_key(project), until, ex=int(seconds) + 1)
-        for tier in self.cadence:
-            job_id = self.state(project, tier)["queued"]
-            if job_id:
-                self._postpone(job_id, until)
+    def scored(self, project: int, task_id: int) -> None:
+        """Tasks up to `task_id` were scored by a round or an import's job."""
+        self._scored(keys=[_scored_key(project)], args=[int(task_id), KEY_TTL_SECONDS])
 
-    def _fetch(self, job_id: str) -> Job | None:
-        """The job, or None when it is not in RQ (yet: the winner of a request enqueues right after its SET)."""
-        try:
-            return Job.fetch(job_id, connection=self.redis)
-        except NoSuchJobError:
-            return None
-
-    def _postpone(self, job_id: str, until: float) -> None:
-        job = self._fetch(job_id)
-        if job is None or not job.meta.get("paced", True):
-            return
-        # A job a worker or RQ's scheduler took first runs as it is. RQ's schedule keeps whole seconds: rounded up.
-        keys = [self.queue.key, self.queue.scheduled_job_registry.key]
-        if self._move_later(keys=keys, args=[job_id, math.ceil(until)]):
-            job.set_status(JobStatus.SCHEDULED)
-            log.info("project %s: run %s postponed by %.0f s", job.kwargs.get("project"), job_id, until - time.time())
-
-    def _hurry(self, job_id: str) -> None:
-        """Someone asked (Start Training): a paced run it joins starts now."""
-        job = self._fetch(job_id)
-        if job is None:
-            return
-        job.meta["paced"] = False
-        job.save_meta()
-        if self._move_now(keys=[self.queue.key, self.queue.scheduled_job_registry.key], args=[job_id]):
-            job.set_status(JobStatus.QUEUED)
-
-    def paced_for(self, project: int) -> float:
-        """Seconds a run of `project` requested now waits; 0 when it may start at once."""
-        until = self.redis.get(_paced_key(project))
-        return 0.0 if until is None else max(float(until) - time.time(), 0.0)
+    def scored_through(self, project: int) -> int:
+        """The newest task id scored; 0 when none is known (Redis lost it: every task without a prediction)."""
+        value = self.redis.get(_scored_key(project))
+        return int(value) if value else 0
 
     def suspects_written(self, project: int) -> None:
         self.redis.set(_suspects_key(project), time.time(), ex=KEY_TTL_SECONDS)
@@ -351,11 +287,6 @@ class RetrainPolicy:
         """Seconds since the project's suspect scores were last written; None when never (or a week ago)."""
         written = self.redis.get(_suspects_key(project))
         return None if written is None else max(time.time() - float(written), 0.0)
-
-    def idle_seconds(self) -> float | None:
-        """Seconds since the last annotation event of any project; None when none came (or a week ago)."""
-        last = self.redis.get(LAST_ANNOTATION_KEY)
-        return None if last is None else max(time.time() - float(last), 0.0)
 
     def state(self, project: int, tier: str = FAST) -> dict:
         k = _keys(project, tier)

@@ -397,3 +397,6 @@ def test_the_client_reads_labels_and_unlabeled_tasks_as_a_training_needs(label_s
         project, [{"task": ids[3], "result": [config.region("ok")], "score": 0.4, "model_version": "other-v1"}]
     )
     assert [t.id for t in client.unlabeled(project, config, unscored=True)] == [ids[1], ids[4]]
+    # Imported after a task: the ones with a greater id (Label Studio numbers tasks in order).
+    assert [t.id for t in client.unlabeled(project, config, after=ids[3])] == [ids[4]]
+    assert [t.id for t in client.unlabeled(project, config, unscored=True, after=ids[1])] == [ids[4]]

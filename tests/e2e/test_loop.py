@@ -141,7 +141,7 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
     last_annotation = time.time()
     version = v(Registry(loop.model_dir), str(pid), 1)
     loop.wait_version(pid, version)
-    print(f"annotation -> linear version serving every task in Label Studio: {time.time() - last_annotation:.1f} s")
+    print(f"annotation -> linear version's window in Label Studio: {time.time() - last_annotation:.1f} s")
 
     # The worker trained on the labels it read from Label Studio and promoted the version. The 10th annotation
     # event (the 2 of the cold start count too) started the run, which reads what exists by then: 10 to 12.
@@ -159,20 +159,28 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
         )
         assert setup.json()["model_version"] == version
 
-    # Every unlabeled task carries one prediction of the new version, scored by its margin.
+    # The window: the QUEUE_WINDOW unlabeled tasks the new version is least sure of carry one prediction of it,
+    # scored by its margin; the others none.
+    window = int(loop.env["QUEUE_WINDOW"])
+    assert window < len(unlabeled)
     classifier = load_version(current, Settings(), dtype="float32")
     config = parse_label_config(LABEL_CONFIG)
-    scores = {}
+    scores, margins = {}, {}
     for task in loop.ls.tasks.list(project=pid, fields="all", page_size=100):
         if task.id not in unlabeled:
             continue
-        predictions = [_as_dict(p) for p in task.predictions]
-        assert [p["model_version"] for p in predictions] == [version], f"task {task.id}: {predictions}"
         probs = class_probabilities(classifier, config, [task.data["text"]])[0]
-        assert predictions[0]["score"] == pytest.approx(abs(probs[0] - probs[1]), abs=1e-4)
+        margins[task.id] = abs(probs[0] - probs[1])
+        predictions = [_as_dict(p) for p in task.predictions]
+        if not predictions:
+            continue
+        assert [p["model_version"] for p in predictions] == [version], f"task {task.id}: {predictions}"
+        assert predictions[0]["score"] == pytest.approx(margins[task.id], abs=1e-4)
         assert predictions[0]["result"][0]["value"]["choices"] == [config.classes[int(np.argmax(probs))]]
         scores[task.id] = predictions[0]["score"]
-    assert sorted(scores) == sorted(unlabeled)
+    assert len(scores) == window and sorted(margins) == sorted(unlabeled)
+    outside = [margin for task, margin in margins.items() if task not in scores]
+    assert max(scores.values()) <= min(outside) + 1e-4, (scores, margins)
 
     # Uncertainty sampling now serves the task the new model is least sure of.
     answer = requests.get(
@@ -182,14 +190,13 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
     assert answer.json()["id"] == min(scores, key=scores.get)
 
 
-def test_older_predictions_wait_until_annotators_pause(loop):
-    """Label Studio on SQLite holds its database while it deletes a version's predictions, and annotators' next
-    task waits: the switch's cleanup keeps the older version while annotations come, and RQ's scheduler, in the
-    worker, runs it once none has come for CLEANUP_IDLE_SECONDS."""
-    idle = float(loop.env["CLEANUP_IDLE_SECONDS"])
+def test_each_round_writes_its_window_and_deletes_the_previous_one(loop):
+    """A round writes the predictions of its window only (QUEUE_WINDOW tasks, whatever the pool's size), and the
+    cleanup job after the switch deletes the previous version's window at once."""
+    window = int(loop.env["QUEUE_WINDOW"])
     labeled = read_demo("tweets_labeled.csv")[:30]
-    pool = [r["text"] for r in read_demo("tweets_pool.csv")[:40]]
-    created = loop.ls.projects.create(title="e2e cleanup", label_config=LABEL_CONFIG)
+    pool = [r["text"] for r in read_demo("tweets_pool.csv")[:60]]
+    created = loop.ls.projects.create(title="e2e window", label_config=LABEL_CONFIG)
     # Seen once: an import made while the worker wrote another project's suspect scores kept its tasks but lost
     # their annotations (Label Studio on SQLite); the import waits for a quiet queue, and its labels are checked.
     _wait_idle(loop)
@@ -210,33 +217,11 @@ def test_older_predictions_wait_until_annotators_pause(loop):
             loop.ls.annotations.create(id=task_id, result=[CONFIG.region("ok")])
         last = time.time()
         loop.wait_version(pid, v(registry, str(pid), number))
+        print(f"annotation -> switch: {time.time() - last:.1f} s")
     first, second = v(registry, str(pid), 1), v(registry, str(pid), 2)
-    print(f"annotation -> switch: {time.time() - last:.1f} s (CLEANUP_IDLE_SECONDS={idle:.0f})")
-
-    # An annotator goes on (fewer than RETRAIN_EVERY labels, so no run): the older version stays meanwhile.
-    for task_id in unlabeled[20:25]:
-        loop.ls.annotations.create(id=task_id, result=[CONFIG.region("ok")])
-        last = time.time()
-        assert set(_model_versions(loop, pid)) == {first, second}
-        time.sleep(idle / 4)
     cleanup = _wait_job(loop, f"cleanup-{pid}-{second}").return_value()
-    assert cleanup["status"] == "waiting" and cleanup["deleted_versions"] == [], cleanup
-    # Then a pause: gone soon after it reaches CLEANUP_IDLE_SECONDS, deleted by a cleanup the scheduler enqueued.
-    deadline = last + idle + 60
-    while set(_model_versions(loop, pid)) != {second}:
-        assert time.time() < deadline, loop.worker_log
-        time.sleep(0.5)
-    assert time.time() - last >= idle
-    from rq import Queue
-    from rq.registry import FinishedJobRegistry
-
-    redis = connect(Settings(redis_url=loop.redis_url))
-    finished = FinishedJobRegistry(queue=Queue(loop.env.get("RQ_QUEUE", "ml-backend"), connection=redis))
-    done = {"status": "done", "version": second, "deleted_versions": [first]}
-    deadline = time.time() + 30  # the job ends just after Label Studio's delete
-    while done not in [Job.fetch(i, connection=redis).return_value() for i in finished.get_job_ids()]:
-        assert time.time() < deadline, loop.worker_log
-        time.sleep(0.5)
+    assert cleanup == {"status": "done", "version": second, "deleted_versions": [first]}, cleanup
+    assert _model_versions(loop, pid) == {second: window} and len(pool) - 20 > window
 
 
 def test_a_full_run_weighs_the_transformer_against_the_linear_kind(loop, project):
@@ -318,7 +303,8 @@ def test_worker_killed_mid_training_keeps_the_previous_version(loop, project):
         if set(versions) == {after} or time.time() > deadline:
             break
         time.sleep(0.5)
-    assert versions == {after: len(unlabeled) - 1}, versions  # one was labeled above
+    # Its window: one was labeled above.
+    assert versions == {after: min(int(loop.env["QUEUE_WINDOW"]), len(unlabeled) - 1)}, versions
 
 
 def _all_jobs(loop) -> set[str]:
@@ -573,11 +559,12 @@ def test_a_worker_killed_mid_chunk_delays_the_switch_but_never_blocks_it(loop, p
     assert loop.project_version(pid) == before  # Label Studio stays on the previous version meanwhile
     loop.start_worker()
     loop.wait_version(pid, target, seconds=400)
-    # The older predictions go in the cleanup job that the switch queues.
+    # The older predictions go in the cleanup job that the switch queues; the target's window stays.
+    window = min(int(loop.env["QUEUE_WINDOW"]), len(_unlabeled_predictions(loop, pid)))
     deadline = time.time() + 60
     while True:
         scored = _unlabeled_predictions(loop, pid)
-        if all(versions == [target] for versions in scored.values()):
+        if sorted(map(tuple, scored.values())) == [()] * (len(scored) - window) + [(target,)] * window:
             break
         assert time.time() < deadline, scored
         time.sleep(1)
