@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -234,14 +234,14 @@ class Registry:
     def history(self, scope: str) -> list[dict]:
         """The metadata of every version promoted in the scope, oldest first, pruned ones included."""
         try:
-            lines = (self._scope_dir(scope) / HISTORY).read_text(encoding="utf-8").splitlines()
+            lines = (self._scope_dir(scope) / HISTORY).read_bytes().splitlines()
         except FileNotFoundError:
             return []
         entries = []
         for line in lines:
             try:
-                entry = json.loads(line)
-            except ValueError:  # a line cut short by a crash mid-append
+                entry = json.loads(line)  # decoded line by line: a torn line costs itself only
+            except ValueError:  # a line cut short by a crash mid-append, inside a character too ("ó")
                 continue
             if isinstance(entry, dict):
                 entries.append(entry)
@@ -318,9 +318,11 @@ class Registry:
                 if not (versions / name).exists():
                     raise
         self.set_current(scope, name)
-        # One line per append (O_APPEND): concurrent promotions of a scope never interleave inside a line.
-        with (self._scope_dir(scope) / HISTORY).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(meta, ensure_ascii=False) + "\n")
+        # One line per append (O_APPEND), under the scope's lock. A line a crash cut short has no newline: the next
+        # entry starts on a line of its own, or it would be lost with the torn one.
+        with (self._scope_dir(scope) / HISTORY).open("a+b") as handle:
+            start = b"\n" if _ends_mid_line(handle) else b""
+            handle.write(start + json.dumps(meta, ensure_ascii=False).encode() + b"\n")
         return Version(scope, name, versions / name)
 
     def prune(self, scope: str, keep: int) -> list[str]:
@@ -344,6 +346,14 @@ class Registry:
 def _number(name: str) -> int:
     match = VERSION_NAME.match(name)
     return int(match.group(3)) if match else 0
+
+
+def _ends_mid_line(handle: BinaryIO) -> bool:
+    """Whether a file (opened "a+b") ends without a newline: a crash cut its last line short."""
+    if handle.seek(0, os.SEEK_END) == 0:
+        return False
+    handle.seek(-1, os.SEEK_END)
+    return handle.read(1) != b"\n"
 
 
 def _write_atomic(path: Path, text: str) -> None:

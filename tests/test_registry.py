@@ -137,3 +137,15 @@ def test_a_run_that_lost_its_lease_never_promotes_over_a_newer_run(tmp_path):
         assert registry.promote("3", staged, {}, fence=("fast", fast)).metadata["fence"] == ["fast", fast]
     # The tokens live in MODEL_DIR, not in Redis: a flushed Redis does not reset them.
     assert Registry(tmp_path).fence("3", "full") == new_run + 1
+
+
+def test_a_history_line_torn_inside_a_character_is_skipped_and_the_next_promotion_starts_a_line(tmp_path):
+    """A crash that cut an append inside the "ó" of xenófobo made every read a UnicodeDecodeError (/versions 500)."""
+    registry = Registry(tmp_path)
+    _stage_and_promote(registry, "5")
+    torn = '{"version": "x", "decision": "promoted (f1:xenó'.encode()[:-1]
+    with (tmp_path / "5" / "history.jsonl").open("ab") as handle:
+        handle.write(torn)
+    assert [h["version"] for h in registry.history("5")] == [v(registry, "5", 1)]
+    _stage_and_promote(registry, "5")
+    assert [h["version"] for h in registry.history("5")] == [v(registry, "5", 1), v(registry, "5", 2)]
