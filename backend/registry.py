@@ -66,6 +66,11 @@ def scope_of(project: str | int | None) -> str:
     return scope
 
 
+def kind_of(metadata: dict) -> str:
+    """The model kind that stored a version; versions from before kinds existed are transformers."""
+    return metadata.get("kind", LEGACY_KIND)
+
+
 class Saves(Protocol):
     def save(self, folder: Path) -> None: ...
 
@@ -82,17 +87,32 @@ class Version:
     name: str
     path: Path
 
+    def read_metadata(self) -> dict:
+        """Its metadata.json ({} where there is none); ValueError where that is no JSON object (a hand edit, a
+        damaged disk): loading the version needs it whole."""
+        try:
+            meta = json.loads((self.path / METADATA).read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise ValueError(f"{self.path / METADATA} is not valid JSON: {exc}") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{self.path / METADATA} holds a {type(meta).__name__}, not a JSON object")
+        return meta
+
     @property
     def metadata(self) -> dict:
+        """What listings and metrics show of it: {} where metadata.json is missing, invalid or unreadable, so
+        that one damaged file costs that version's figures, never a whole listing or Prometheus scrape."""
         try:
-            return json.loads((self.path / METADATA).read_text())
-        except FileNotFoundError:
+            return self.read_metadata()
+        except (OSError, ValueError) as exc:
+            log.warning("version %s: its metadata is not shown: %s", self.name, exc)
             return {}
 
     @property
     def kind(self) -> str:
-        """The model kind that stored it; versions from before kinds existed are transformers."""
-        return self.metadata.get("kind", LEGACY_KIND)
+        return kind_of(self.metadata)
 
     def summary(self) -> dict:
         """What `versions` and /versions show: kind, labels, the figure it was chosen by, the decision."""
@@ -102,7 +122,7 @@ class Version:
         score = metrics.get("f1_macro") if metric == "f1_macro" else (metrics.get("f1") or {}).get(metric[3:])
         return {
             "version": self.name,
-            "kind": meta.get("kind", LEGACY_KIND),
+            "kind": kind_of(meta),
             "labels": meta.get("labels_used"),
             "metric": metric,
             "score": score,

@@ -33,7 +33,7 @@ from .labelstudio.client import LabeledTask, LabelStudioClient, Task
 from .labelstudio.label_config import parse_label_config
 from .model_store import ModelStore
 from .predictions import class_probabilities
-from .registry import LEGACY_KIND, scope_of
+from .registry import kind_of, scope_of
 from .settings import Settings
 from .stopping import StabilizingPredictions, StopSignal, f_bound
 from .suspects import Suspect, rank_suspects
@@ -203,7 +203,7 @@ def scatter(report: Report) -> go.Figure:
 
 
 def _kinds(history: Sequence[dict]) -> list[str]:
-    return list(dict.fromkeys(h.get("kind", LEGACY_KIND) for h in history))
+    return list(dict.fromkeys(kind_of(h) for h in history))
 
 
 def learning_curve(history: Sequence[dict], serving: str | None, classes: Sequence[str]) -> go.Figure:
@@ -213,7 +213,7 @@ def learning_curve(history: Sequence[dict], serving: str | None, classes: Sequen
     styles = itertools.cycle(["dot", "dash", "dashdot", "longdash"])
     dashes = {"macro F1": "solid", **{f"F1 {c}": next(styles) for c in classes}}
     for kind in _kinds(history):
-        versions = [h for h in history if h.get("kind", LEGACY_KIND) == kind]
+        versions = [h for h in history if kind_of(h) == kind]
         x = [h.get("labels_used") for h in versions]
         names = [h.get("version", "?") for h in versions]
         for metric, dash in dashes.items():

@@ -149,3 +149,14 @@ def test_a_history_line_torn_inside_a_character_is_skipped_and_the_next_promotio
     assert [h["version"] for h in registry.history("5")] == [v(registry, "5", 1)]
     _stage_and_promote(registry, "5")
     assert [h["version"] for h in registry.history("5")] == [v(registry, "5", 1), v(registry, "5", 2)]
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"kind": "linear", "labels_us', b"\xff\xfe", b"[1, 2]", b"null"])
+def test_an_invalid_metadata_file_costs_that_version_s_figures_only(tmp_path, content):
+    registry = Registry(tmp_path)
+    broken, fine = _stage_and_promote(registry, "5"), _stage_and_promote(registry, "5")
+    (broken.path / "metadata.json").write_bytes(content)
+    assert broken.metadata == {} and fine.metadata["labels_used"] == 3
+    assert broken.summary()["version"] == broken.name and broken.summary()["labels"] is None
+    with pytest.raises(ValueError, match="metadata.json"):
+        broken.read_metadata()
