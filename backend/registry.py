@@ -152,7 +152,7 @@ class Registry:
         if self._instance is None:
             path = self.root / INSTANCE
             try:
-                self._instance = path.read_text().strip()
+                found = path.read_text().strip()
             except FileNotFoundError:
                 self.root.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(prefix=".instance-", dir=self.root)
@@ -164,9 +164,11 @@ class Registry:
                     pass
                 finally:
                     os.unlink(tmp)
-                self._instance = path.read_text().strip()
-            if not re.fullmatch(r"[0-9a-f]{6}", self._instance):
-                raise ValueError(f"{path} holds {self._instance[:20]!r}, not an instance id (6 hex digits)")
+                found = path.read_text().strip()
+            # Checked before it is kept: it starts every version name, which becomes a folder name.
+            if not re.fullmatch(r"[0-9a-f]{6}", found):
+                raise ValueError(f"{path} holds {found[:20]!r}, not an instance id (6 hex digits)")
+            self._instance = found
         return self._instance
 
     def ours(self, name: str) -> bool:

@@ -160,3 +160,15 @@ def test_an_invalid_metadata_file_costs_that_version_s_figures_only(tmp_path, co
     assert broken.summary()["version"] == broken.name and broken.summary()["labels"] is None
     with pytest.raises(ValueError, match="metadata.json"):
         broken.read_metadata()
+
+
+def test_an_invalid_instance_id_is_refused_every_time(tmp_path):
+    """It was cached before it was checked: the second access returned '../../evil', and version names made from
+    it resolved outside versions/."""
+    (tmp_path / "INSTANCE").write_text("../../evil\n")
+    registry = Registry(tmp_path)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="not an instance id"):
+            _ = registry.instance
+        with pytest.raises(ValueError, match="not an instance id"):
+            registry.name_for("default", 2)
