@@ -193,8 +193,7 @@ class Registry:
         name = self.current_name(scope)
         if name is None or not VERSION_NAME.match(name):
             return None
-        path = self._scope_dir(scope) / "versions" / name
-        return Version(scope, name, path) if path.is_dir() else None
+        return self._version(scope, self._scope_dir(scope) / "versions" / name)
 
     def resolve(self, project: str | int | None) -> Version | None:
         """The version serving a project: its own, else the default one, else None (nothing trained)."""
@@ -206,8 +205,14 @@ class Registry:
         if not folder.is_dir():
             return []
         # Hidden folders are versions being written or deleted.
-        found = [Version(scope, p.name, p) for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        return sorted(found, key=lambda v: _number(v.name))
+        found = [self._version(scope, p) for p in folder.iterdir() if not p.name.startswith(".")]
+        return sorted((v for v in found if v is not None), key=lambda v: _number(v.name))
+
+    def _version(self, scope: str, path: Path) -> Version | None:
+        """The version stored at `path`, if it is a folder inside MODEL_DIR: is_dir() follows links, and a link out
+        of MODEL_DIR (the version's or its scope's) would be loaded and served as if it had been trained here."""
+        inside = path.resolve().is_relative_to(self.root.resolve())
+        return Version(scope, path.name, path) if inside and path.is_dir() else None
 
     @property
     def vocabularies(self) -> Path:

@@ -172,3 +172,22 @@ def test_an_invalid_instance_id_is_refused_every_time(tmp_path):
             _ = registry.instance
         with pytest.raises(ValueError, match="not an instance id"):
             registry.name_for("default", 2)
+
+
+def test_a_version_folder_that_links_out_of_model_dir_is_neither_listed_nor_served(tmp_path):
+    registry = Registry(tmp_path / "models")
+    inside = _stage_and_promote(registry, "5")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "weights.bin").write_text("not ours")
+    link = inside.path.parent / registry.name_for("5", 2)
+    link.symlink_to(outside, target_is_directory=True)
+    (tmp_path / "models" / "5" / "CURRENT").write_text(link.name + "\n")
+    assert [v.name for v in registry.versions("5")] == [inside.name]
+    assert registry.current("5") is None
+    # Nor one in a scope folder that links out.
+    scope = tmp_path / "scope-elsewhere"
+    (scope / "versions" / registry.name_for("7", 1)).mkdir(parents=True)
+    (scope / "CURRENT").write_text(registry.name_for("7", 1) + "\n")
+    (tmp_path / "models" / "7").symlink_to(scope, target_is_directory=True)
+    assert registry.versions("7") == [] and registry.current("7") is None
