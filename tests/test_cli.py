@@ -114,3 +114,20 @@ def test_versions_shows_kappa_uncertain_share_and_the_stop_signal(tmp_path, monk
     monkeypatch.setenv("STOP_KAPPA", "0.999")
     main(["versions"])
     assert "Keep labeling: the model is still changing" in capsys.readouterr().out
+
+
+def test_train_refuses_labels_that_are_not_the_label_config_s_classes(tmp_path, monkeypatch, capsys):
+    """Labels 0/1 promoted a default version that served no project (its classes are not the config's): /predict
+    answered empty slots for every project without a version of its own while /health said UP."""
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "models"))
+    numeric = tmp_path / "numeric.csv"
+    numeric.write_text("text,label\n" + "".join(f"tweet {i},{i % 2}\n" for i in range(40)))
+    message = _fails(["train", "--csv", str(numeric)], capsys)
+    assert "labels that are not among ['ok', 'xenófobo']: '0' (20), '1' (20)" in message
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("text,label\n")
+    assert "every class needs at least 2" in _fails(["train", "--csv", str(header_only)], capsys)
+    one_class = tmp_path / "one.csv"
+    one_class.write_text("text,label\n" + "".join(f"tweet {i},ok\n" for i in range(40)))
+    assert "(short: {'xenófobo': 0})" in _fails(["train", "--csv", str(one_class)], capsys)
+    assert Registry(tmp_path / "models").scopes() == []
