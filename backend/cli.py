@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
             "smoke": _smoke,
         }
         handlers[args.command](args, settings)
-    except (FileNotFoundError, ValueError, BackendError) as exc:  # the user's input: a message, no traceback
+    # The user's input or machine (a missing file, a folder given for a file, a MODEL_DIR that cannot be written):
+    # one line that says what is wrong, no traceback.
+    except (OSError, ValueError, BackendError) as exc:
         sys.exit(f"error: {exc}")
 
 
@@ -278,6 +280,8 @@ def _train(args, settings: Settings) -> None:
         )
     registry = Registry(settings.model_dir)
     scope = scope_of(args.project)
+    with registry.stage(scope):
+        pass  # MODEL_DIR can be written: found now, not after minutes of training
     outcome = train_version(
         texts,
         labels,

@@ -51,3 +51,10 @@ def test_a_quote_left_open_is_refused_with_where_it_starts(tmp_path):
     # A quoted field over several lines is a field, not a mistake.
     path.write_text('id,text\n1,"dos\nlíneas"\n2,hola\n', encoding="utf-8")
     assert [r["text"] for r in read_csv(path, ["text"])] == ["dos\nlíneas", "hola"]
+
+
+def test_a_field_over_the_csv_limit_is_a_value_error_not_a_csv_error(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("text,label\nhola,ok\n" + "x" * 5_000_000 + ",ok\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"row starting on line 3 .*field larger than field limit"):
+        read_csv(path, ["text", "label"])
