@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 
 from flask import Flask, Response, g, jsonify, request, send_file
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # Routes Label Studio reaches without credentials (it sends webhooks without basic auth).
 OPEN_ROUTES = {"health", "webhook"}
+# A Host header: a name or IPv4 address, or an IPv6 address in brackets; then an optional port.
+HOST = re.compile(r"(?P<name>[a-z0-9.-]{1,253}|\[[0-9a-f:.]{2,45}\])(?::[0-9]{1,5})?")
 # Label Studio's webhook bodies are a few kilobytes (an annotation and its task); anything larger is not one.
 MAX_WEBHOOK_BYTES = 1024 * 1024
 # The errors a request can cause and their statuses; any other error is ours: 500, traceback in the log.
@@ -68,6 +71,10 @@ def create_app(
     @app.before_request
     def _start():
         g.started = time.perf_counter()
+        if not _host_allowed(request.headers.get("Host", ""), settings.host_names):
+            # A browser sends the name it was given: a page that points its own name at this machine (DNS
+            # rebinding) would otherwise read the routes that need no login.
+            return _error("this backend answers only to the host names in ALLOWED_HOSTS", 400)
         if request.endpoint == "webhook":
             request.max_content_length = MAX_WEBHOOK_BYTES
         if settings.basic_auth and request.endpoint not in OPEN_ROUTES:
@@ -189,10 +196,18 @@ def create_app(
 
     @app.get("/report")
     def project_report():
+        if not settings.basic_auth:
+            # It shows a project's tweets and labels, read with the backend's Label Studio token.
+            return _error(
+                "the report is served only behind a login: set BASIC_AUTH_USER and BASIC_AUTH_PASS (make run and "
+                "docker compose do), or write it to a file with `python -m backend report`",
+                403,
+            )
         project = request.args.get("project", "")
         if not (PROJECT_ID.fullmatch(project) and int(project) > 0):
             raise BadRequest("/report needs `project`: a Label Studio project id, e.g. /report?project=1")
-        page = report.render(report.gather(int(project), settings, store), plotly_src="report/plotly.min.js")
+        gathered = report.gather(int(project), settings, store, served_only=True)
+        page = report.render(gathered, plotly_src="report/plotly.min.js")
         return Response(page, content_type="text/html; charset=utf-8")
 
     @app.get("/report/plotly.min.js")
@@ -223,6 +238,12 @@ def _webhook_allowed(settings: Settings) -> bool:
     if settings.basic_auth and all(_same(a, b) for a, b in zip(given, settings.basic_auth, strict=True)):
         return True
     return bool(settings.secret) and _same(given[1], settings.secret)
+
+
+def _host_allowed(host: str, names: frozenset[str]) -> bool:
+    """Whether a Host header ("name", "name:port", "[::1]:port") names one of `names`."""
+    match = HOST.fullmatch(host.lower())
+    return match is not None and match["name"].strip("[]") in names
 
 
 def _same(given: str, expected: str) -> bool:

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--epochs", type=float, help="default: TRAIN_EPOCHS")
     train.add_argument("--learning-rate", type=float, help="default: TRAIN_LEARNING_RATE")
     train.add_argument("--kinds", help="candidate model kinds, comma-separated (default: MODEL_KINDS)")
+    train.add_argument(
+        "--label-config", type=Path, help="its classes are the labels (default: the label_config.xml shipped here)"
+    )
 
     predict = commands.add_parser("predict", help="score a CSV (id,text) offline, most uncertain first")
     predict.add_argument("--csv", required=True, type=Path)
@@ -156,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
             "smoke": _smoke,
         }
         handlers[args.command](args, settings)
-    except (FileNotFoundError, ValueError, BackendError) as exc:  # the user's input: a message, no traceback
+    # The user's input or machine (a missing file, a folder given for a file, a MODEL_DIR that cannot be written):
+    # one line that says what is wrong, no traceback.
+    except (OSError, ValueError, BackendError) as exc:
         sys.exit(f"error: {exc}")
 
 
@@ -259,22 +264,28 @@ def _setup_project(args, settings: Settings) -> None:
 
 
 def _train(args, settings: Settings) -> None:
+    from .labelstudio.label_config import default_label_config, parse_label_config
     from .models.finetune import TrainConfig
     from .models.training import train_version
     from .registry import Registry, scope_of
     from .tables import labeled_rows, read_csv
 
-    texts, labels = labeled_rows(read_csv(args.csv, ["text", "label"]))
+    # The label config's classes, not the CSV's: a version trained on others (0/1) would serve no project.
+    label_config = args.label_config.read_text(encoding="utf-8") if args.label_config else default_label_config()
+    classes = parse_label_config(label_config).classes
+    texts, labels = labeled_rows(read_csv(args.csv, ["text", "label"]), classes)
     if args.kinds:
         settings = settings.model_copy(
             update={"model_kinds": Settings.model_validate({"model_kinds": args.kinds}).model_kinds}
         )
     registry = Registry(settings.model_dir)
     scope = scope_of(args.project)
+    with registry.stage(scope):
+        pass  # MODEL_DIR can be written: found now, not after minutes of training
     outcome = train_version(
         texts,
         labels,
-        sorted(set(labels)),
+        classes,
         kinds=settings.kinds,
         settings=settings.model_copy(update={"model_name": args.base_model}) if args.base_model else settings,
         registry=registry,

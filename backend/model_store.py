@@ -31,7 +31,7 @@ class ModelStore:
         self.registry = registry or Registry(settings.model_dir)
         self._loaded: dict[Path | str, TextClassifier] = {}
         self._lock = threading.Lock()
-        # Versions that failed to load in this process, and why; they are skipped until the process restarts.
+        # Versions that failed to load in this process, and why in words; they are skipped until it restarts.
         self._broken: dict[Path, str] = {}
         # Scopes served by something other than what their CURRENT names, and why (/health, /metrics).
         self.degraded: dict[str, str] = {}
@@ -62,8 +62,14 @@ class ModelStore:
                     with self._lock:
                         classifier = self._loaded.get(version.path) or self._load(version)
                 except Exception as exc:  # missing or truncated weights, unreadable metadata: any of them
-                    self._broken[version.path] = f"{type(exc).__name__}: {exc}"
-                    log.error("version %s does not load (%s); serving the next version that does", version.name, exc)
+                    self._broken[version.path] = _in_words(exc)
+                    log.error(
+                        "version %s (%s) does not load (%s: %s); serving the next version that does",
+                        version.name,
+                        version.path,
+                        type(exc).__name__,
+                        exc,
+                    )
                     continue
             self._note(scope, version.name)
             return classifier
@@ -103,7 +109,7 @@ class ModelStore:
         version = self.registry.current(owner)
         problem = f"does not load ({self._broken.get(version.path, '?')})" if version else "is not in the registry"
         reason = f"the CURRENT of scope {owner} names {wanted}, which {problem}"
-        message = f"{reason}; serving {served or self.settings.model_name + ' (the base model)'} instead"
+        message = f"{reason}; serving {served or 'the base model (MODEL_NAME)'} instead"
         if self.degraded.get(scope) != message:
             log.error("project scope %s: %s", scope, message)
             self.degraded[scope] = message
@@ -124,3 +130,13 @@ class ModelStore:
             with self._lock:
                 classifier = self._loaded.get(name) or self._loaded.setdefault(name, load_base(self.settings))
         return classifier
+
+
+def _in_words(exc: Exception) -> str:
+    """Why a version does not load, as /health says it: open to anyone who reaches the port, so no path and no
+    exception text (the log has both)."""
+    if isinstance(exc, FileNotFoundError):
+        return "a file of it is missing"
+    if isinstance(exc, PermissionError):
+        return "the backend may not read its files"
+    return "its files are damaged or unreadable"

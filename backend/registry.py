@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,11 @@ def scope_of(project: str | int | None) -> str:
     return scope
 
 
+def kind_of(metadata: dict) -> str:
+    """The model kind that stored a version; versions from before kinds existed are transformers."""
+    return metadata.get("kind", LEGACY_KIND)
+
+
 class Saves(Protocol):
     def save(self, folder: Path) -> None: ...
 
@@ -82,17 +87,32 @@ class Version:
     name: str
     path: Path
 
+    def read_metadata(self) -> dict:
+        """Its metadata.json ({} where there is none); ValueError where that is no JSON object (a hand edit, a
+        damaged disk): loading the version needs it whole."""
+        try:
+            meta = json.loads((self.path / METADATA).read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise ValueError(f"{self.path / METADATA} is not valid JSON: {exc}") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{self.path / METADATA} holds a {type(meta).__name__}, not a JSON object")
+        return meta
+
     @property
     def metadata(self) -> dict:
+        """What listings and metrics show of it: {} where metadata.json is missing, invalid or unreadable, so
+        that one damaged file costs that version's figures, never a whole listing or Prometheus scrape."""
         try:
-            return json.loads((self.path / METADATA).read_text())
-        except FileNotFoundError:
+            return self.read_metadata()
+        except (OSError, ValueError) as exc:
+            log.warning("version %s: its metadata is not shown: %s", self.name, exc)
             return {}
 
     @property
     def kind(self) -> str:
-        """The model kind that stored it; versions from before kinds existed are transformers."""
-        return self.metadata.get("kind", LEGACY_KIND)
+        return kind_of(self.metadata)
 
     def summary(self) -> dict:
         """What `versions` and /versions show: kind, labels, the figure it was chosen by, the decision."""
@@ -102,7 +122,7 @@ class Version:
         score = metrics.get("f1_macro") if metric == "f1_macro" else (metrics.get("f1") or {}).get(metric[3:])
         return {
             "version": self.name,
-            "kind": meta.get("kind", LEGACY_KIND),
+            "kind": kind_of(meta),
             "labels": meta.get("labels_used"),
             "metric": metric,
             "score": score,
@@ -132,7 +152,7 @@ class Registry:
         if self._instance is None:
             path = self.root / INSTANCE
             try:
-                self._instance = path.read_text().strip()
+                found = path.read_text().strip()
             except FileNotFoundError:
                 self.root.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(prefix=".instance-", dir=self.root)
@@ -144,9 +164,11 @@ class Registry:
                     pass
                 finally:
                     os.unlink(tmp)
-                self._instance = path.read_text().strip()
-            if not re.fullmatch(r"[0-9a-f]{6}", self._instance):
-                raise ValueError(f"{path} holds {self._instance[:20]!r}, not an instance id (6 hex digits)")
+                found = path.read_text().strip()
+            # Checked before it is kept: it starts every version name, which becomes a folder name.
+            if not re.fullmatch(r"[0-9a-f]{6}", found):
+                raise ValueError(f"{path} holds {found[:20]!r}, not an instance id (6 hex digits)")
+            self._instance = found
         return self._instance
 
     def ours(self, name: str) -> bool:
@@ -171,8 +193,7 @@ class Registry:
         name = self.current_name(scope)
         if name is None or not VERSION_NAME.match(name):
             return None
-        path = self._scope_dir(scope) / "versions" / name
-        return Version(scope, name, path) if path.is_dir() else None
+        return self._version(scope, self._scope_dir(scope) / "versions" / name)
 
     def resolve(self, project: str | int | None) -> Version | None:
         """The version serving a project: its own, else the default one, else None (nothing trained)."""
@@ -184,8 +205,14 @@ class Registry:
         if not folder.is_dir():
             return []
         # Hidden folders are versions being written or deleted.
-        found = [Version(scope, p.name, p) for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        return sorted(found, key=lambda v: _number(v.name))
+        found = [self._version(scope, p) for p in folder.iterdir() if not p.name.startswith(".")]
+        return sorted((v for v in found if v is not None), key=lambda v: _number(v.name))
+
+    def _version(self, scope: str, path: Path) -> Version | None:
+        """The version stored at `path`, if it is a folder inside MODEL_DIR: is_dir() follows links, and a link out
+        of MODEL_DIR (the version's or its scope's) would be loaded and served as if it had been trained here."""
+        inside = path.resolve().is_relative_to(self.root.resolve())
+        return Version(scope, path.name, path) if inside and path.is_dir() else None
 
     @property
     def vocabularies(self) -> Path:
@@ -234,14 +261,14 @@ class Registry:
     def history(self, scope: str) -> list[dict]:
         """The metadata of every version promoted in the scope, oldest first, pruned ones included."""
         try:
-            lines = (self._scope_dir(scope) / HISTORY).read_text(encoding="utf-8").splitlines()
+            lines = (self._scope_dir(scope) / HISTORY).read_bytes().splitlines()
         except FileNotFoundError:
             return []
         entries = []
         for line in lines:
             try:
-                entry = json.loads(line)
-            except ValueError:  # a line cut short by a crash mid-append
+                entry = json.loads(line)  # decoded line by line: a torn line costs itself only
+            except ValueError:  # a line cut short by a crash mid-append, inside a character too ("ó")
                 continue
             if isinstance(entry, dict):
                 entries.append(entry)
@@ -318,9 +345,11 @@ class Registry:
                 if not (versions / name).exists():
                     raise
         self.set_current(scope, name)
-        # One line per append (O_APPEND): concurrent promotions of a scope never interleave inside a line.
-        with (self._scope_dir(scope) / HISTORY).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(meta, ensure_ascii=False) + "\n")
+        # One line per append (O_APPEND), under the scope's lock. A line a crash cut short has no newline: the next
+        # entry starts on a line of its own, or it would be lost with the torn one.
+        with (self._scope_dir(scope) / HISTORY).open("a+b") as handle:
+            start = b"\n" if _ends_mid_line(handle) else b""
+            handle.write(start + json.dumps(meta, ensure_ascii=False).encode() + b"\n")
         return Version(scope, name, versions / name)
 
     def prune(self, scope: str, keep: int) -> list[str]:
@@ -346,10 +375,22 @@ def _number(name: str) -> int:
     return int(match.group(3)) if match else 0
 
 
+def _ends_mid_line(handle: BinaryIO) -> bool:
+    """Whether a file (opened "a+b") ends without a newline: a crash cut its last line short."""
+    if handle.seek(0, os.SEEK_END) == 0:
+        return False
+    handle.seek(-1, os.SEEK_END)
+    return handle.read(1) != b"\n"
+
+
 def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no half-written file left beside it
+        os.unlink(tmp)
+        raise

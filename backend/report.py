@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import logging
 import textwrap
 import time
 from collections.abc import Sequence
@@ -28,16 +29,19 @@ import plotly.graph_objects as go
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
-from .errors import LabelStudioUnavailable
+from .errors import LabelStudioUnavailable, UnknownProject
 from .labelstudio.client import LabeledTask, LabelStudioClient, Task
 from .labelstudio.label_config import parse_label_config
+from .labelstudio.project_setup import not_connected
 from .model_store import ModelStore
 from .predictions import class_probabilities
-from .registry import LEGACY_KIND, scope_of
+from .registry import kind_of, scope_of
 from .settings import Settings
 from .stopping import StabilizingPredictions, StopSignal, f_bound
 from .suspects import Suspect, rank_suspects
 from .uncertainty import margin
+
+log = logging.getLogger(__name__)
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 MAX_SUSPECTS = 25
@@ -73,11 +77,15 @@ class Report:
         return int((self.margins <= self.threshold).sum())
 
 
-def gather(project: int, settings: Settings, store: ModelStore) -> Report:
-    """Everything the page shows, read now: tasks and labels from Label Studio, versions from the registry."""
+def gather(project: int, settings: Settings, store: ModelStore, *, served_only: bool = False) -> Report:
+    """Everything the page shows, read now: tasks and labels from Label Studio, versions from the registry.
+    `served_only` (/report): only a project connected to this backend, though its token may read others."""
     if not settings.api_key:
         raise LabelStudioUnavailable("LABEL_STUDIO_API_KEY is not set: the report reads the project from Label Studio")
     client = LabelStudioClient.from_settings(settings)
+    if served_only and (problem := not_connected(client, project, store.registry.instance)):
+        log.warning("report of project %s refused: %s", project, problem)
+        raise UnknownProject(f"project {project} is not connected to this backend: the report shows only those")
     config = parse_label_config(client.label_config(project))
     labeled = client.labeled_tasks(project, config)
     unlabeled = client.unlabeled(project, config)
@@ -203,7 +211,7 @@ def scatter(report: Report) -> go.Figure:
 
 
 def _kinds(history: Sequence[dict]) -> list[str]:
-    return list(dict.fromkeys(h.get("kind", LEGACY_KIND) for h in history))
+    return list(dict.fromkeys(kind_of(h) for h in history))
 
 
 def learning_curve(history: Sequence[dict], serving: str | None, classes: Sequence[str]) -> go.Figure:
@@ -213,7 +221,7 @@ def learning_curve(history: Sequence[dict], serving: str | None, classes: Sequen
     styles = itertools.cycle(["dot", "dash", "dashdot", "longdash"])
     dashes = {"macro F1": "solid", **{f"F1 {c}": next(styles) for c in classes}}
     for kind in _kinds(history):
-        versions = [h for h in history if h.get("kind", LEGACY_KIND) == kind]
+        versions = [h for h in history if kind_of(h) == kind]
         x = [h.get("labels_used") for h in versions]
         names = [h.get("version", "?") for h in versions]
         for metric, dash in dashes.items():

@@ -59,8 +59,13 @@ class Settings(BaseSettings):
 
     # Basic auth on every route but /health (and GET /); on /webhook only while there is no webhook_secret: Label
     # Studio's webhooks carry the secret header, its Start Training basic auth (the user's, or the secret as password).
+    # /report (a project's tweets and labels) answers only behind it; make run and compose always set it.
     basic_auth_user: str = ""
     basic_auth_pass: SecretStr = SecretStr("")
+    # The host names (comma-separated, no port) this backend answers to; a request with another Host is a 400. A page
+    # of another site whose name points at 127.0.0.1 (DNS rebinding) would otherwise read this port from a browser
+    # on this machine. Add the names Label Studio, the worker and browsers reach the backend by.
+    allowed_hosts: str = "localhost,127.0.0.1,::1,ml-backend"
     # When set, /webhook requires the header `X-Webhook-Secret` with this value, or basic auth with it as password.
     webhook_secret: SecretStr = SecretStr("")
 
@@ -181,6 +186,13 @@ class Settings(BaseSettings):
     def fast_kinds(self) -> list[str]:
         return [k for k in self.kinds if k in FAST_KINDS]
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _some_host(cls, value: str) -> str:
+        if not value.replace(",", "").strip():
+            raise ValueError("ALLOWED_HOSTS names no host: every request would be refused")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
@@ -201,6 +213,11 @@ class Settings(BaseSettings):
     @property
     def basic_auth(self) -> tuple[str, str] | None:
         return (self.basic_auth_user, self.basic_auth_pass.get_secret_value()) if self.basic_auth_user else None
+
+    @property
+    def host_names(self) -> frozenset[str]:
+        """ALLOWED_HOSTS, lower case, IPv6 addresses without brackets."""
+        return frozenset(n.strip().lower().strip("[]") for n in self.allowed_hosts.split(",") if n.strip())
 
     @property
     def api_key(self) -> str:

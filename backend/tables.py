@@ -15,15 +15,27 @@ log = logging.getLogger(__name__)
 
 
 def read_csv(path: Path, required: Sequence[str] = ("text",)) -> list[dict]:
-    """Every row of a UTF-8 CSV with a header; ValueError naming the missing columns. Bytes that are not UTF-8
-    become U+FFFD: one broken tweet never stops an import. A byte-order mark (Excel's "CSV UTF-8") is not part
-    of the first column's name."""
+    """Every row of a UTF-8 CSV with a header; ValueError naming the missing columns, or the row that cannot be
+    read. Bytes that are not UTF-8 become U+FFFD: one broken tweet never stops an import. A byte-order mark
+    (Excel's "CSV UTF-8") is not part of the first column's name."""
     with Path(path).open(newline="", encoding="utf-8-sig", errors="replace") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path} lacks column(s) {missing}; found {reader.fieldnames}")
-        return list(reader)
+        # strict: a quote left open would otherwise swallow every row after it into one field, silently.
+        reader = csv.DictReader(handle, strict=True)
+        rows: list[dict] = []
+        start = 1
+        try:
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path} lacks column(s) {missing}; found {reader.fieldnames}")
+            start = reader.line_num + 1
+            for row in reader:
+                rows.append(row)
+                start = reader.line_num + 1
+        except csv.Error as exc:  # a quote left open, a field over csv's limit of 131,072 characters
+            raise ValueError(
+                f"{path}: the row starting on line {start} cannot be read ({exc}); is a quote left open?"
+            ) from None
+    return rows
 
 
 def _label_key(label: str) -> str:

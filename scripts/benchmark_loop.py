@@ -123,7 +123,9 @@ def new_project(stack: LocalStack, args):
     # The SDK's types name neither plain dicts as tasks nor the task_ids that return_task_ids adds to its answer.
     imported = ls.projects.import_tasks(id=project, request=tasks, return_task_ids=True)  # type: ignore[arg-type]
     ids = list(imported.task_ids)  # type: ignore[attr-defined]
-    connect_backend(ls, project, stack.backend_url, webhook_secret=stack.webhook_secret)
+    connect_backend(
+        ls, project, stack.backend_url, backend_auth=stack.backend_auth, webhook_secret=stack.webhook_secret
+    )
     ls.projects.update(id=project, sampling="Uncertainty sampling")
     print(
         f"project {project}: {args.labeled} labeled + {args.unlabeled} unlabeled tasks imported in "

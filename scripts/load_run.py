@@ -4,6 +4,7 @@ backend.stack.launcher.LocalStack, on free ports in a temporary folder), or agai
 
     .venv/bin/python scripts/load_run.py [--annotators 20] [--duration 300] [--think 5,10] [--pool CSV] [--out F]
     .venv/bin/python scripts/load_run.py --label-studio-url URL --token T --backend-url URL --webhook-secret S
+    (a running stack's backend login from BASIC_AUTH_USER / BASIC_AUTH_PASS, in the environment or .env)
 
 The project is made as setup-project makes it (the webhook with the secret, Uncertainty sampling): the demo's
 labeled tweets as annotations, to bootstrap a first model, and the demo pool (or --pool, a CSV with `text`) as
@@ -101,8 +102,9 @@ class Routes:
 class Run:
     """The project under load and what the threads observe."""
 
-    def __init__(self, args, ls_url: str, token: str, backend_url: str, secret: str):
+    def __init__(self, args, ls_url: str, token: str, backend_url: str, secret: str, auth: tuple[str, str] | None):
         self.args, self.ls_url, self.token, self.backend_url, self.secret = args, ls_url, token, backend_url, secret
+        self.auth = auth  # the backend's login
         self.admin = {"Authorization": f"Token {token}"}
         self.routes = Routes()
         self.stop = threading.Event()  # the annotators stop
@@ -139,6 +141,7 @@ class Run:
             rows=rows,
             backend_url=self.backend_url,
             retrieve=False,
+            backend_auth=self.auth,
             webhook_secret=self.secret,
         )
         self.project, self.bootstrap = report.project, report.annotated
@@ -157,7 +160,9 @@ class Run:
     def poll_versions(self) -> None:
         answer = self.routes.call(
             "backend: /versions (poll)",
-            lambda: requests.get(f"{self.backend_url}/versions", params={"project": self.project}, timeout=30),
+            lambda: requests.get(
+                f"{self.backend_url}/versions", params={"project": self.project}, auth=self.auth, timeout=30
+            ),
         )
         for detail in answer.json().get("details", []) if answer else []:
             self.versions.setdefault(detail["version"], detail)
@@ -226,7 +231,8 @@ class Run:
                 "params": {"login": None, "password": None, "context": None},
             }
             answer = self.routes.call(
-                "backend: /predict", lambda b=body: backend.post(f"{self.backend_url}/predict", json=b, timeout=100)
+                "backend: /predict",
+                lambda b=body: backend.post(f"{self.backend_url}/predict", json=b, auth=self.auth, timeout=100),
             )
             results = answer.json().get("results") if answer else None
             slot = results[0] if results else None
@@ -272,9 +278,9 @@ class Run:
             self.done.wait(1)
 
 
-def metrics(backend_url: str) -> dict:
+def metrics(backend_url: str, auth: tuple[str, str] | None) -> dict:
     """/webhook answers by status, and the loop's decisions by action, from the backend's /metrics."""
-    text = requests.get(f"{backend_url}/metrics", timeout=30).text
+    text = requests.get(f"{backend_url}/metrics", auth=auth, timeout=30).text
     found: dict = {"webhook_status": Counter(), "decisions": Counter()}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -378,8 +384,17 @@ def ls_log(log: Path | None, offset: int, port: str) -> dict:
     }
 
 
-def load(args, ls_url: str, token: str, backend_url: str, secret: str, redis_url: str | None, log: Path | None):
-    run = Run(args, ls_url, token, backend_url, secret)
+def load(
+    args,
+    ls_url: str,
+    token: str,
+    backend_url: str,
+    secret: str,
+    auth: tuple[str, str] | None,
+    redis_url: str | None,
+    log: Path | None,
+):
+    run = Run(args, ls_url, token, backend_url, secret, auth)
     run.create_project()
     first = run.wait_first_version()
     print(f"first version serving: {first}; signing up {args.annotators} annotators", flush=True)
@@ -389,7 +404,7 @@ def load(args, ls_url: str, token: str, backend_url: str, secret: str, redis_url
     run.routes = Routes()  # the figures are the run's, not the set-up's
     at_start = set(run.versions)
     jobs_before = training_runs(redis_url, run.project, set())[2] if redis_url else set()
-    metrics_before = metrics(backend_url)
+    metrics_before = metrics(backend_url, auth)
     log_offset = log.stat().st_size if log and log.exists() else 0
 
     monitor = threading.Thread(target=run.monitor, daemon=True)
@@ -417,7 +432,7 @@ def load(args, ls_url: str, token: str, backend_url: str, secret: str, redis_url
     run.done.set()
     monitor.join(timeout=60)
 
-    after = metrics(backend_url)
+    after = metrics(backend_url, auth)
     statuses = after["webhook_status"] - metrics_before["webhook_status"]
     ours = Counter({"200": len(run.routes.seconds["backend: /webhook"]) - len(run.routes.errors["backend: /webhook"])})
     from_ls = statuses - ours  # what Label Studio delivered (the direct posts taken out)
@@ -503,16 +518,25 @@ def main() -> None:
     # `timeout` and Ctrl-C must still stop the processes started here (the finally block).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stack = None
-    target: tuple[str, str, str, str, str | None, Path | None]
+    target: tuple[str, str, str, str, tuple[str, str] | None, str | None, Path | None]
     try:
         if args.label_studio_url or args.backend_url:
             if not (args.label_studio_url and args.backend_url and args.token):
                 parser.error("a running stack needs --label-studio-url, --backend-url and --token")
-            target = (args.label_studio_url, args.token, args.backend_url, args.webhook_secret, args.redis_url, None)
+            backend = (args.backend_url, args.webhook_secret, Settings().basic_auth)
+            target = (args.label_studio_url, args.token, *backend, args.redis_url, None)
         else:
             stack = new_stack(args.label_studio, {}, "load-run-").start()  # the settings of `make run`
             log = stack.folder / "label-studio" / "label-studio.log"
-            target = (stack.ls_url, stack.token, stack.backend_url, stack.webhook_secret, stack.redis_url, log)
+            target = (
+                stack.ls_url,
+                stack.token,
+                stack.backend_url,
+                stack.webhook_secret,
+                stack.backend_auth,
+                stack.redis_url,
+                log,
+            )
             print(f"stack in {stack.folder}", flush=True)
         figures = load(args, *target)
     finally:

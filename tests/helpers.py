@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from backend.labelstudio.label_config import default_label_config, parse_label_config
@@ -14,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LABEL_CONFIG = default_label_config()
 CONFIG = parse_label_config(LABEL_CONFIG)
 
-__all__ = ["CONFIG", "DEMO", "LABEL_CONFIG", "ROOT", "child_pids", "kill_tree", "pool_texts", "read_demo"]
+__all__ = ["CONFIG", "DEMO", "LABEL_CONFIG", "ROOT", "child_pids", "kill_tree", "pool_texts", "read_demo", "serving"]
 
 
 def pool_texts(n: int | None = None) -> list[str]:
@@ -62,3 +64,16 @@ CHROMIUM_FLAGS = [
 def v(registry, scope: str, number: int) -> str:
     """A version's name in `registry` ("<instance id>-project4-v1"), for assertions."""
     return registry.name_for(scope, number)
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """A WSGI app (the backend's, or a stand-in) served over HTTP on a free port of 127.0.0.1; yields its URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()

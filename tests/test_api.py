@@ -5,13 +5,17 @@ import json
 
 import numpy as np
 import pytest
+import requests
+from flask import Flask, jsonify, request
+from pydantic import SecretStr
 
 from backend.api import create_app
 from backend.labelstudio.label_config import parse_label_config
 from backend.predictions import class_probabilities
 from backend.registry import DEFAULT_SCOPE, Registry
 from backend.settings import Settings
-from tests.helpers import LABEL_CONFIG, pool_texts
+from backend.stack.processes import free_port
+from tests.helpers import LABEL_CONFIG, pool_texts, serving
 
 TWEETS = pool_texts(20)
 
@@ -224,17 +228,80 @@ def test_metrics_export_each_projects_kappa_and_uncertain_share(tmp_path):
     assert 'ml_backend_uncertain_share{project="13"} 0.5' in text and 'kappa_previous{project="13"}' not in text
 
 
+LOGIN = ("u", "p")
+LOGIN_SETTINGS = {"basic_auth_user": LOGIN[0], "basic_auth_pass": SecretStr(LOGIN[1])}
+
+
+@pytest.fixture(scope="module")
+def login_app(settings):
+    """The backend with a login, as make run and compose start it."""
+    return create_app(settings.model_copy(update=LOGIN_SETTINGS))
+
+
 @pytest.mark.parametrize(
     "query", ["", "?project=", "?project=abc", "?project=0", "?project=1234567890123456789", "?project=²"]
 )
-def test_report_needs_a_project_id(client, query):
-    answer = client.get(f"/report{query}")
+def test_report_needs_a_project_id(login_app, query):
+    answer = login_app.test_client().get(f"/report{query}", auth=LOGIN)
     assert answer.status_code == 400 and "project" in answer.json["error"]
 
 
-def test_report_without_label_studio_credentials_says_so(client):
-    answer = client.get("/report?project=1")
+def test_report_without_label_studio_credentials_says_so(login_app):
+    answer = login_app.test_client().get("/report?project=1", auth=LOGIN)
     assert answer.status_code == 503 and "LABEL_STUDIO_API_KEY" in answer.json["error"]
+
+
+def test_the_report_is_served_only_behind_a_login(client):
+    """It showed any project's tweets and labels (read with the backend's token) to anyone who reached the port."""
+    answer = client.get("/report?project=1")
+    assert answer.status_code == 403 and "BASIC_AUTH_USER and BASIC_AUTH_PASS" in answer.json["error"]
+
+
+def _label_studio(connections: dict[int, list[str]], asked: list[str]) -> Flask:
+    """A stand-in for what the report reads of Label Studio: each project's ML connections (`connections`), its
+    label config, and its tasks (none); `asked` records the paths."""
+    studio = Flask("label-studio")
+
+    @studio.before_request
+    def _record():
+        asked.append(request.path)
+
+    @studio.get("/api/ml/")
+    def ml():
+        project = int(request.args["project"])
+        urls = connections.get(project, [])
+        return jsonify([{"id": i, "project": project, "url": url} for i, url in enumerate(urls)])
+
+    @studio.get("/api/projects/<int:project>/")
+    def project(project):
+        return jsonify(id=project, label_config=LABEL_CONFIG)
+
+    @studio.get("/api/tasks/")
+    def tasks():
+        return jsonify(tasks=[], total=0)
+
+    return studio
+
+
+def test_the_report_shows_only_projects_connected_to_this_backend(settings):
+    """Any project the backend's Label Studio token could read was shown, connected to this backend or not. Which
+    backend a connection reaches is told by its /health's instance id, as the worker tells it."""
+    asked: list[str] = []
+    connections: dict[int, list[str]] = {}
+    with serving(_label_studio(connections, asked)) as studio_url:
+        studio = {"label_studio_url": studio_url, "label_studio_api_key": SecretStr("t"), "label_studio_attempts": 1}
+        with serving(create_app(settings.model_copy(update={**LOGIN_SETTINGS, **studio}))) as backend_url:
+            gone = f"http://127.0.0.1:{free_port()}"  # another backend, not running
+            connections.update({7: [gone, backend_url], 8: [gone], 9: []})
+            for project in (8, 9, 404):
+                asked.clear()
+                answer = requests.get(f"{backend_url}/report", params={"project": project}, auth=LOGIN, timeout=30)
+                assert answer.status_code == 404, answer.text
+                assert f"project {project} is not connected to this backend" in answer.json()["error"]
+                assert asked == ["/api/ml/"]  # nothing of its tasks read
+            answer = requests.get(f"{backend_url}/report", params={"project": 7}, auth=LOGIN, timeout=60)
+            assert answer.status_code == 200 and "learning report" in answer.text
+            assert "/api/tasks/" in asked
 
 
 def test_the_report_serves_plotly_itself(client):
@@ -355,3 +422,34 @@ def test_more_tasks_than_max_tasks_is_413_naming_the_limit(trained_model_dir):
     answer = client.post("/predict", json=_predict_body(["a", "b", "c", "d"]))
     assert answer.status_code == 413 and "MAX_TASKS=3" in answer.json["error"]
     assert client.post("/predict", json=_predict_body(["a", "b", "c"])).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "host, status",
+    [
+        ("localhost", 200),
+        ("127.0.0.1:9090", 200),
+        ("[::1]:9090", 200),
+        ("ml-backend:9090", 200),  # compose's service name: how Label Studio and the worker reach it there
+        ("LOCALHOST:9090", 200),
+        ("rebind.attacker.example:9090", 400),  # a page whose name now points at 127.0.0.1 (DNS rebinding)
+        ("localhost.attacker.example", 400),
+        ("attacker.example@localhost", 400),
+        ("", 400),
+    ],
+)
+def test_only_the_allowed_host_names_are_answered(client, host, status):
+    """The backend answered any Host, so a page of another site rebound to 127.0.0.1 could read its open routes
+    from a browser on this machine."""
+    for route in ("/health", "/versions", "/metrics"):
+        answer = client.get(route, headers={"Host": host})
+        assert answer.status_code == status, (route, host)
+    if status == 400:
+        assert "ALLOWED_HOSTS" in answer.json["error"]
+
+
+def test_allowed_hosts_names_the_hosts_answered(trained_model_dir):
+    client = create_app(Settings(model_dir=trained_model_dir, allowed_hosts="backend.lan, 10.0.0.5")).test_client()
+    assert client.get("/health", headers={"Host": "backend.lan:9090"}).status_code == 200
+    assert client.get("/health", headers={"Host": "10.0.0.5"}).status_code == 200
+    assert client.get("/health", headers={"Host": "localhost"}).status_code == 400

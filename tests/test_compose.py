@@ -6,6 +6,7 @@ No Docker engine runs here, but Compose checks and resolves a file without one (
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,8 @@ SECRETS = {
     "LABEL_STUDIO_PASSWORD": "l" * 24,
     "REDIS_PASSWORD": "r" * 48,
     "RQ_DASHBOARD_PASSWORD": "d" * 24,
+    "BASIC_AUTH_USER": "ops",
+    "BASIC_AUTH_PASS": "b" * 24,
 }
 # Read by docker-compose.yml or `make run`, not by the backend's Settings.
 STACK_SETTINGS = {
@@ -101,6 +104,8 @@ def test_compose_file_is_valid_and_has_the_whole_stack(resolved):
         env = services[name]["environment"]
         assert env["RETRAIN_EVERY"] == "25" and env["LABEL_STUDIO_API_KEY"] == "k" * 40
         assert env["WEBHOOK_SECRET"] == "w" * 48
+        # The backend's login: its report shows tweets and labels (make run makes one too).
+        assert (env["BASIC_AUTH_USER"], env["BASIC_AUTH_PASS"]) == ("ops", "b" * 24)
         assert env["REDIS_URL"] == url and env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
     # rq-dashboard: the same Redis with its password, its own login, and the login always on.
     dashboard = services["rq-dashboard"]
@@ -158,6 +163,27 @@ def test_make_run_gives_label_studio_the_same_database_settings(tmp_path, monkey
         monkeypatch.setenv(name, value)
     database = LocalStack.from_environment().ls_database
     assert {k: database[k] for k in theirs} == theirs and set(database) <= set(LABEL_STUDIO_DATABASE)
+
+
+def test_make_run_puts_the_backend_behind_a_login_it_makes_once(tmp_path, monkeypatch):
+    """Without BASIC_AUTH_USER/BASIC_AUTH_PASS, `make run` left /report (tweets and labels), /predict, /versions and
+    /metrics open to anyone who reached the port."""
+    monkeypatch.setenv("STACK_DIR", str(tmp_path))
+    for name in ("BASIC_AUTH_USER", "BASIC_AUTH_PASS"):
+        monkeypatch.delenv(name, raising=False)
+    stack = LocalStack.from_environment()
+    user, password = stack.backend_auth
+    assert user == "admin" and len(password) == 24
+    assert (tmp_path / "backend-password").read_text() == password
+    assert stat.S_IMODE((tmp_path / "backend-password").stat().st_mode) == 0o600
+    # The backend and the workers get it, as compose gives its services BASIC_AUTH_USER/BASIC_AUTH_PASS.
+    backend = Settings(_env_file=None, **{k.lower(): v for k, v in stack.env.items() if k.startswith("BASIC_AUTH")})
+    assert backend.basic_auth == (user, password)
+    # A second run keeps it (Label Studio's connection carries it); .env or the environment can set their own.
+    assert LocalStack.from_environment().backend_auth == (user, password)
+    monkeypatch.setenv("BASIC_AUTH_USER", "pm")
+    monkeypatch.setenv("BASIC_AUTH_PASS", "their-own-password")
+    assert LocalStack.from_environment().backend_auth == ("pm", "their-own-password")
 
 
 def test_the_postgres_file_puts_label_studio_on_its_own_postgresql(tmp_path):

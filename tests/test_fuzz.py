@@ -9,6 +9,7 @@ FUZZ_EXAMPLES requests per route: 1,500 in `make test` and CI, 200 in `make chec
 
 import json
 import os
+import shutil
 from urllib.parse import quote
 
 import numpy as np
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from backend.api import create_app
 from backend.models.training import train_version
 from backend.predictions import class_probabilities
-from backend.registry import Registry
+from backend.registry import HISTORY, METADATA, Registry
 from backend.settings import Settings
 from backend.stack.processes import RedisServer
 from tests.helpers import CONFIG, LABEL_CONFIG, read_demo
@@ -131,3 +132,34 @@ def test_any_body_on_any_route_is_a_4xx_at_worst(fuzz_app, body):
     client = fuzz_app.test_client()
     for route in ("/predict", "/setup", "/webhook"):
         _post(client, route, body)
+
+
+@pytest.fixture(scope="module")
+def damaged_app(fuzz_app, tmp_path_factory):
+    """An app of its own on a copy of fuzz_app's MODEL_DIR: the tests below damage its files."""
+    settings_ = fuzz_app.extensions["model_store"].settings
+    model_dir = tmp_path_factory.mktemp("damaged") / "models"
+    shutil.copytree(settings_.model_dir, model_dir)
+    return create_app(settings_.model_copy(update={"model_dir": model_dir}))
+
+
+# What a crash or a hand edit leaves in a file: a valid file cut at any byte (inside a character of "xenófobo"
+# too), arbitrary bytes, or JSON that is no object.
+ENTRY = json.dumps({"version": "project0-v1", "decision": "promoted linear (f1:xenófobo 0.81)"}, ensure_ascii=False)
+TORN = st.integers(0, len(ENTRY.encode())).map(lambda cut: ENTRY.encode()[:cut])
+DAMAGED = TORN | st.binary(max_size=60) | JSON.map(lambda value: json.dumps(value).encode())
+
+
+@FUZZ
+@given(history=st.lists(st.sampled_from([ENTRY.encode()]) | DAMAGED, max_size=5), metadata=DAMAGED)
+def test_damaged_history_and_metadata_never_fail_versions_or_metrics(damaged_app, history, metadata):
+    """A history line torn inside a character made /versions a 500, one invalid metadata.json every /versions and
+    the whole Prometheus scrape."""
+    registry = damaged_app.extensions["model_store"].registry
+    (registry.root / "default" / HISTORY).write_bytes(b"\n".join(history))
+    (registry.current("default").path / METADATA).write_bytes(metadata)
+    client = damaged_app.test_client()
+    versions = client.get("/versions")
+    assert versions.status_code == 200, versions.get_data(as_text=True)
+    assert versions.json["current"] == registry.current("default").name
+    assert client.get("/metrics").status_code == 200

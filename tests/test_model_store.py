@@ -118,3 +118,30 @@ def test_rollback_accepts_only_names_the_registry_lists(tmp_path):
         with pytest.raises(FileNotFoundError, match="`versions` lists them"):
             registry.set_current("4", name)
     registry.set_current("4", v(registry, "4", 1))
+
+
+def test_health_says_why_in_words_without_paths_or_exception_text(settings, tmp_path, caplog):
+    """/health, open even behind basic auth, showed install paths (the base model's site-packages folder) and raw
+    numpy and tokenizer messages; they belong in the log."""
+    from backend.api import create_app
+
+    registry = _linear_versions(tmp_path / "models", "4", 1)
+    (registry.current("4").path / "linear.npz").write_bytes(b"PK\x03\x04 truncated")
+    _linear_versions(tmp_path / "models", "5", 1)
+    shutil.rmtree(registry.current("5").path)
+    client = create_app(settings.model_copy(update={"model_dir": tmp_path / "models"})).test_client()
+    body = {"tasks": [{"data": {"text": "hola"}}], "label_config": LABEL_CONFIG}
+    with caplog.at_level("ERROR", logger="backend.model_store"):
+        for project in ("4", "5"):
+            client.post("/predict", json={**body, "project": project})
+    health = client.get("/health")
+    degraded = health.json["degraded"]
+    assert degraded == {
+        "4": f"the CURRENT of scope 4 names {v(registry, '4', 1)}, which does not load (its files are damaged or "
+        "unreadable); serving the base model (MODEL_NAME) instead",
+        "5": f"the CURRENT of scope 5 names {v(registry, '5', 1)}, which is not in the registry; serving the base "
+        "model (MODEL_NAME) instead",
+    }
+    assert "/" not in health.get_data(as_text=True)
+    # The log keeps what an operator needs: the path and the error.
+    assert any(str(tmp_path) in r.getMessage() for r in caplog.records)

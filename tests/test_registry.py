@@ -137,3 +137,57 @@ def test_a_run_that_lost_its_lease_never_promotes_over_a_newer_run(tmp_path):
         assert registry.promote("3", staged, {}, fence=("fast", fast)).metadata["fence"] == ["fast", fast]
     # The tokens live in MODEL_DIR, not in Redis: a flushed Redis does not reset them.
     assert Registry(tmp_path).fence("3", "full") == new_run + 1
+
+
+def test_a_history_line_torn_inside_a_character_is_skipped_and_the_next_promotion_starts_a_line(tmp_path):
+    """A crash that cut an append inside the "ó" of xenófobo made every read a UnicodeDecodeError (/versions 500)."""
+    registry = Registry(tmp_path)
+    _stage_and_promote(registry, "5")
+    torn = '{"version": "x", "decision": "promoted (f1:xenó'.encode()[:-1]
+    with (tmp_path / "5" / "history.jsonl").open("ab") as handle:
+        handle.write(torn)
+    assert [h["version"] for h in registry.history("5")] == [v(registry, "5", 1)]
+    _stage_and_promote(registry, "5")
+    assert [h["version"] for h in registry.history("5")] == [v(registry, "5", 1), v(registry, "5", 2)]
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"kind": "linear", "labels_us', b"\xff\xfe", b"[1, 2]", b"null"])
+def test_an_invalid_metadata_file_costs_that_version_s_figures_only(tmp_path, content):
+    registry = Registry(tmp_path)
+    broken, fine = _stage_and_promote(registry, "5"), _stage_and_promote(registry, "5")
+    (broken.path / "metadata.json").write_bytes(content)
+    assert broken.metadata == {} and fine.metadata["labels_used"] == 3
+    assert broken.summary()["version"] == broken.name and broken.summary()["labels"] is None
+    with pytest.raises(ValueError, match="metadata.json"):
+        broken.read_metadata()
+
+
+def test_an_invalid_instance_id_is_refused_every_time(tmp_path):
+    """It was cached before it was checked: the second access returned '../../evil', and version names made from
+    it resolved outside versions/."""
+    (tmp_path / "INSTANCE").write_text("../../evil\n")
+    registry = Registry(tmp_path)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="not an instance id"):
+            _ = registry.instance
+        with pytest.raises(ValueError, match="not an instance id"):
+            registry.name_for("default", 2)
+
+
+def test_a_version_folder_that_links_out_of_model_dir_is_neither_listed_nor_served(tmp_path):
+    registry = Registry(tmp_path / "models")
+    inside = _stage_and_promote(registry, "5")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "weights.bin").write_text("not ours")
+    link = inside.path.parent / registry.name_for("5", 2)
+    link.symlink_to(outside, target_is_directory=True)
+    (tmp_path / "models" / "5" / "CURRENT").write_text(link.name + "\n")
+    assert [v.name for v in registry.versions("5")] == [inside.name]
+    assert registry.current("5") is None
+    # Nor one in a scope folder that links out.
+    scope = tmp_path / "scope-elsewhere"
+    (scope / "versions" / registry.name_for("7", 1)).mkdir(parents=True)
+    (scope / "CURRENT").write_text(registry.name_for("7", 1) + "\n")
+    (tmp_path / "models" / "7").symlink_to(scope, target_is_directory=True)
+    assert registry.versions("7") == [] and registry.current("7") is None

@@ -40,3 +40,21 @@ def test_a_lenient_reading_leaves_such_rows_out_with_a_warning(caplog):
     rows = [{"text": "a", "label": "ok"}, {"text": "b", "label": "racista"}]
     assert labeled_rows(rows, ("ok", "xenófobo"), strict=False) == (["a"], ["ok"])
     assert "'racista' (1)" in caplog.text and "left out: 1 row(s)" in caplog.text
+
+
+def test_a_quote_left_open_is_refused_with_where_it_starts(tmp_path):
+    """It swallowed the rest of the file into one field: `predict` wrote 1 row of 41 without a word."""
+    path = tmp_path / "tweets.csv"
+    path.write_text('id,text\n1,hola\n2,"se abre y no se cierra\n3,adiós\n4,chau\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"tweets.csv: the row starting on line 3 .*unexpected end of data"):
+        read_csv(path, ["text"])
+    # A quoted field over several lines is a field, not a mistake.
+    path.write_text('id,text\n1,"dos\nlíneas"\n2,hola\n', encoding="utf-8")
+    assert [r["text"] for r in read_csv(path, ["text"])] == ["dos\nlíneas", "hola"]
+
+
+def test_a_field_over_the_csv_limit_is_a_value_error_not_a_csv_error(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("text,label\nhola,ok\n" + "x" * 5_000_000 + ",ok\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"row starting on line 3 .*field larger than field limit"):
+        read_csv(path, ["text", "label"])

@@ -21,8 +21,9 @@ from typing import Any
 
 import requests
 
+from ..errors import UnknownProject
 from ..tables import class_of
-from .client import as_dict, model_version_counts
+from .client import LabelStudioClient, as_dict, model_version_counts
 from .label_config import parse_label_config
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ def connect_backend(
     ls, project: int, backend_url: str, *, backend_auth: tuple | None = None, webhook_secret: str = ""
 ) -> bool:
     """Connect the backend to the project so that everything Label Studio sends it is authenticated; True when
-    it connected now (a second call changes only what is out of date).
+    it connected now (a second call changes only what is out of date, and sends the connection's login again:
+    Label Studio never shows its password to compare).
 
     Label Studio 1.23 sends annotation events through a webhook it creates when a backend is connected, unless
     one with the same URL exists: that webhook is created (or updated) here first, carrying the secret header.
@@ -125,11 +127,16 @@ def connect_backend(
             ls.webhooks.update(id=hook["id"], url=hook_url, headers=headers)
     if not ours and headers:
         ls.webhooks.create(project=project, url=hook_url, headers=headers, send_payload=True, send_for_all_actions=True)
-    if any(m.url.rstrip("/") == backend_url.rstrip("/") for m in ls.ml.list(project=project)):
-        return False
     user, password = backend_auth or ((WEBHOOK_USER, webhook_secret) if webhook_secret else ("", ""))
     # With basic auth on, Label Studio must send it on every call, or /setup answers 401 and it disconnects.
     auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": user, "basic_auth_pass": password} if user else {}
+    connections = [m for m in ls.ml.list(project=project) if m.url.rstrip("/") == backend_url.rstrip("/")]
+    for connection in connections if auth else []:
+        # A connection made before the backend had a login (a `make run` stack from before it made one), or with
+        # an older password, would answer 401 from now on. Label Studio checks the URL and the project with it.
+        ls.ml.update(id=connection.id, url=connection.url, project=project, **auth)
+    if connections:
+        return False
     ls.ml.create(project=project, url=backend_url, title="tweets active learning", **auth)
     return True
 
@@ -168,6 +175,25 @@ def backend_instance(url: str, timeout: float = 5) -> str:
         return f"unreachable ({type(exc).__name__})"
     found = body.get("instance") if isinstance(body, dict) else None
     return found if isinstance(found, str) and found else "another backend"
+
+
+def not_connected(client: LabelStudioClient, project: int, instance: str) -> str | None:
+    """Why `project` is not served by this backend, or None when one of its ML backends is this one: a backend
+    whose /health answers with this instance id (URLs differ between Label Studio, the browser and the worker,
+    so the id, not the URL, says who it is). The worker must reach the backend at the URL Label Studio uses."""
+    try:
+        urls = client.ml_backend_urls(project)
+    except UnknownProject as exc:  # deleted since the event, or another Label Studio's project id
+        return str(exc)
+    if not urls:
+        return f"Label Studio's project {project} has no ML backend connected"
+    seen = []
+    for url in urls:
+        found = backend_instance(url)
+        if found == instance:
+            return None
+        seen.append(f"{url} is {found}")
+    return f"none of project {project}'s ML backends is this one (instance {instance}): " + "; ".join(seen)
 
 
 def webhook_headers(backend_auth: tuple | None, webhook_secret: str) -> dict[str, str]:

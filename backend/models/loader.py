@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..registry import Version
+from ..registry import Version, kind_of
 from ..settings import Settings
 from .base import TextClassifier
 from .linear import LinearClassifier
@@ -30,9 +30,9 @@ UNTRAINED = "untrained"
 def load_version(version: Version, settings: Settings, **overrides) -> TextClassifier:
     """The classifier stored as `version`, with the temperature it was calibrated with; `overrides`: inference
     options (e.g. dtype="float32"). Each kind takes the options it knows."""
-    meta = version.metadata
+    meta = version.read_metadata()
     return _load(
-        version.kind, version.path, version.name, settings, temperature=meta.get("temperature", 1.0), **overrides
+        kind_of(meta), version.path, version.name, settings, temperature=meta.get("temperature", 1.0), **overrides
     )
 
 

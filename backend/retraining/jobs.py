@@ -42,10 +42,10 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job, JobStatus
 from transformers import TrainerCallback
 
-from ..errors import BackendError, UnknownProject
+from ..errors import BackendError
 from ..labelstudio.client import LabeledTask, LabelStudioClient, Task
 from ..labelstudio.label_config import parse_label_config
-from ..labelstudio.project_setup import SUSPECT_KEY, backend_instance
+from ..labelstudio.project_setup import SUSPECT_KEY, not_connected
 from ..models.base import label_shortfall
 from ..models.loader import load_version
 from ..models.training import train_version
@@ -325,25 +325,6 @@ def flag_suspects(
         return {"status": "failed", "written": written}
     flagged = int((scores > 0.5).sum())
     return {"status": "written", "flagged": flagged, "written": written, "seconds": round(time.time() - started, 2)}
-
-
-def not_connected(client: LabelStudioClient, project: int, instance: str) -> str | None:
-    """Why `project` is not served by this backend, or None when one of its ML backends is this one: a backend
-    whose /health answers with this instance id (URLs differ between Label Studio, the browser and the worker,
-    so the id, not the URL, says who it is). The worker must reach the backend at the URL Label Studio uses."""
-    try:
-        urls = client.ml_backend_urls(project)
-    except UnknownProject as exc:  # deleted since the event, or another Label Studio's project id
-        return str(exc)
-    if not urls:
-        return f"Label Studio's project {project} has no ML backend connected"
-    seen = []
-    for url in urls:
-        found = backend_instance(url)
-        if found == instance:
-            return None
-        seen.append(f"{url} is {found}")
-    return f"none of project {project}'s ML backends is this one (instance {instance}): " + "; ".join(seen)
 
 
 def _log_progress(project: int, version: Version, signal: StopSignal) -> None:

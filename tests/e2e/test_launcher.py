@@ -28,8 +28,9 @@ def _launch(stack_dir, ls_port, port, dashboard_port, log):
         "LABEL_STUDIO_PASSWORD": "launcher-pass-1",
         "HF_HUB_OFFLINE": "1",
     }
-    for made_on_the_first_run in ("REDIS_URL", "LABEL_STUDIO_API_KEY", "REDIS_PASSWORD", "RQ_DASHBOARD_PASSWORD"):
-        env.pop(made_on_the_first_run, None)
+    made_on_the_first_run = ("LABEL_STUDIO_API_KEY", "REDIS_PASSWORD", "RQ_DASHBOARD_PASSWORD", "BASIC_AUTH_PASS")
+    for name in ("REDIS_URL", "BASIC_AUTH_USER", *made_on_the_first_run):
+        env.pop(name, None)
     return subprocess.Popen(
         [sys.executable, "-m", "backend", "run"], env=env, cwd=ROOT, stdout=log.open("a"), stderr=subprocess.STDOUT
     )
@@ -65,10 +66,13 @@ def test_make_run_brings_up_the_demo_and_stops_cleanly(label_studio_binary, tmp_
                 time.sleep(2)
             assert [(p["title"], p["task_number"]) for p in projects] == [("Demo: tweets xenofobia", 403)]
             assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).ok
-            # The report's address is printed beside Label Studio's, and it answers.
+            # The report's address is printed beside Label Studio's with the backend's login (made on the first
+            # run), and it answers only with that login: it shows the project's tweets and labels.
             report = f"http://127.0.0.1:{port}/report?project={projects[0]['id']}"
-            assert f"report: {report}" in log.read_text()
-            assert "learning report" in requests.get(report, timeout=120).text
+            backend_login = ("admin", (tmp_path / "stack" / "backend-password").read_text().strip())
+            assert f"report: {report}  login admin / {backend_login[1]}" in log.read_text()
+            assert requests.get(report, timeout=30).status_code == 401
+            assert "learning report" in requests.get(report, auth=backend_login, timeout=120).text
             # rq-dashboard: behind the login printed beside its address (password made on the first run) ...
             dashboard = f"http://127.0.0.1:{dashboard_port}/0/data"
             login = ("admin", (tmp_path / "stack" / "rq-dashboard-password").read_text().strip())
@@ -89,7 +93,7 @@ def test_make_run_brings_up_the_demo_and_stops_cleanly(label_studio_binary, tmp_
             assert len(logs) >= 6 and not [p for p in logs if redis_password in p.read_text(errors="replace")]
             # No secret on a command line, where every user of the machine reads it (`ps`).
             children = child_pids(proc.pid)
-            secrets = [redis_password, login[1], token, "launcher-pass-1"]
+            secrets = [redis_password, login[1], backend_login[1], token, "launcher-pass-1"]
             assert not [c for c in children if any(x in Path(f"/proc/{c}/cmdline").read_text() for x in secrets)]
         finally:
             children = child_pids(proc.pid)

@@ -108,7 +108,9 @@ def project(loop):
     )
     ids = list(answer.task_ids)
     # Connecting the backend makes Label Studio send every event to <backend>/webhook, with the secret header.
-    connect_backend(ls, created.id, loop.backend_url, webhook_secret=loop.webhook_secret)
+    connect_backend(
+        ls, created.id, loop.backend_url, backend_auth=loop.backend_auth, webhook_secret=loop.webhook_secret
+    )
     ls.projects.update(id=created.id, sampling="Uncertainty sampling")
     return created.id, list(zip(ids[:12], [r["label"] for r in to_label], strict=True)), ids[12:]
 
@@ -155,7 +157,10 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
     # Every gunicorn worker reports it, without restart.
     for _ in range(4):
         setup = requests.post(
-            f"{loop.backend_url}/setup", json={"project": f"{pid}.1700000000", "schema": LABEL_CONFIG}, timeout=5
+            f"{loop.backend_url}/setup",
+            json={"project": f"{pid}.1700000000", "schema": LABEL_CONFIG},
+            auth=loop.backend_auth,
+            timeout=5,
         )
         assert setup.json()["model_version"] == version
 
@@ -210,7 +215,7 @@ def test_each_round_writes_its_window_and_deletes_the_previous_one(loop):
     )
     pid, unlabeled = created.id, list(answer.task_ids)[len(labeled) :]
     assert loop.ls.projects.get(id=pid).total_annotations_number == len(labeled)
-    connect_backend(loop.ls, pid, loop.backend_url, webhook_secret=loop.webhook_secret)
+    connect_backend(loop.ls, pid, loop.backend_url, backend_auth=loop.backend_auth, webhook_secret=loop.webhook_secret)
     registry = Registry(loop.model_dir)
     for number in (1, 2):  # RETRAIN_EVERY (10) annotations start a fast run
         for task_id in unlabeled[(number - 1) * 10 : number * 10]:
@@ -246,7 +251,9 @@ def test_a_full_run_weighs_the_transformer_against_the_linear_kind(loop, project
     assert result["status"] == "promoted" and result["decision"].startswith(f"promoted {best}")
     assert promoted.metadata["kind"] == best and promoted.metadata["parent"] == before
     loop.wait_version(pid, promoted.name)
-    versions = requests.get(f"{loop.backend_url}/versions", params={"project": pid}, timeout=5).json()
+    versions = requests.get(
+        f"{loop.backend_url}/versions", params={"project": pid}, auth=loop.backend_auth, timeout=5
+    ).json()
     assert versions["details"][-1]["decision"] == Registry(loop.model_dir).versions(str(pid))[-1].metadata["decision"]
 
 
@@ -278,7 +285,12 @@ def test_worker_killed_mid_training_keeps_the_previous_version(loop, project):
     versions_before = [v.name for v in registry.versions(str(pid))]
     assert registry.current(str(pid)).name == before and versions_before[-1] == before
     assert loop.project_version(pid) == before
-    setup = requests.post(f"{loop.backend_url}/setup", json={"project": str(pid), "schema": LABEL_CONFIG}, timeout=5)
+    setup = requests.post(
+        f"{loop.backend_url}/setup",
+        json={"project": str(pid), "schema": LABEL_CONFIG},
+        auth=loop.backend_auth,
+        timeout=5,
+    )
     assert setup.json()["model_version"] == before
 
     # Once the dead run's lease is over, the next request redoes the work on a healthy worker.
@@ -417,6 +429,7 @@ def test_tweets_with_lone_surrogates_are_scored_trained_on_and_switched(loop, tm
         f"{loop.backend_url}/predict",
         data=json.dumps(body),
         headers={"Content-Type": "application/json"},
+        auth=loop.backend_auth,
         timeout=30,
     )
     assert answer.status_code == 200 and answer.json()["results"][0]["model_version"] == version, answer.text
@@ -438,6 +451,7 @@ def _serves(loop, pid: int, want_status: str, seconds: float = 60) -> str:
         answer = requests.post(
             f"{loop.backend_url}/predict",
             json={"tasks": [{"id": 1, "data": {"text": "hola"}}], "project": str(pid), "label_config": LABEL_CONFIG},
+            auth=loop.backend_auth,
             timeout=30,
         )
         assert answer.status_code == 200, answer.text

@@ -74,6 +74,7 @@ def test_the_stack_runs_label_studio_on_postgresql(label_studio_binary, trained_
             label_config=LABEL_CONFIG,
             rows=rows,
             backend_url=stack.backend_url,
+            backend_auth=stack.backend_auth,
             webhook_secret=stack.webhook_secret,
         ).project
         # Label Studio keeps nothing in SQLite: its tables are in the database named.

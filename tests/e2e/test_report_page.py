@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from backend.labelstudio.label_config import default_label_config
-from backend.labelstudio.project_setup import POSSIBLY_MISLABELED, SUSPECT_KEY, setup_project
+from backend.labelstudio.project_setup import POSSIBLY_MISLABELED, SUSPECT_KEY, connect_backend, setup_project
 from backend.registry import Registry
 from backend.stack.demo import demo_rows
 from tests.helpers import CHROMIUM_FLAGS, CONFIG, ROOT, v
@@ -47,6 +47,7 @@ def demo(stack):
         rows=demo_rows(),
         backend_url=stack.backend_url,
         retrieve=False,
+        backend_auth=stack.backend_auth,
         webhook_secret=stack.webhook_secret,
     ).project
     log = lambda: (stack.folder / "worker.log").read_text()[-4000:]  # noqa: E731
@@ -77,7 +78,15 @@ def test_the_demo_report_shows_scatter_curve_stop_signal_and_suspects(stack, dem
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            # The project manager's browser asks for the backend's login (make run prints it); it covers the
+            # plotly.js the page loads from the backend too.
+            user, password = stack.backend_auth
+            anonymous = browser.new_page()
+            answer = anonymous.goto(f"{stack.backend_url}/report?project={pid}")
+            assert answer is not None and answer.status == 401
+            anonymous.close()
+            login = {"username": user, "password": password}
+            page = browser.new_page(viewport={"width": 1400, "height": 900}, http_credentials=login)
             answer = page.goto(f"{stack.backend_url}/report?project={pid}")
             assert answer is not None and answer.ok
             page.locator("#figure-scatter path.point").first.wait_for()
@@ -124,7 +133,9 @@ def test_the_demo_report_shows_scatter_curve_stop_signal_and_suspects(stack, dem
     assert scores == sorted(scores, reverse=True) and min(scores) > 0.5
 
     # The same figures as data.
-    versions = requests.get(f"{stack.backend_url}/versions", params={"project": pid}, timeout=30).json()
+    versions = requests.get(
+        f"{stack.backend_url}/versions", params={"project": pid}, auth=stack.backend_auth, timeout=30
+    ).json()
     assert versions["details"][-1]["kappa_previous"] == history[1]["kappa_previous"]
     assert versions["stop"]["sentence"] == signal.split(" Now ")[0].strip()
     # The worker logged them after the promotion.
@@ -132,7 +143,7 @@ def test_the_demo_report_shows_scatter_curve_stop_signal_and_suspects(stack, dem
         f"project {pid}: {v(Registry(stack.folder / 'models'), str(pid), 2)} promoted; kappa to the previous version"
         in (stack.folder / "worker.log").read_text()
     )
-    metrics = requests.get(f"{stack.backend_url}/metrics", timeout=30).text
+    metrics = requests.get(f"{stack.backend_url}/metrics", auth=stack.backend_auth, timeout=30).text
     assert f'ml_backend_uncertain_share{{project="{pid}"}}' in metrics
     assert f'ml_backend_kappa_previous{{project="{pid}"}}' in metrics
 
@@ -147,7 +158,9 @@ def test_the_report_command_writes_the_same_page(stack, demo, tmp_path):
         timeout=300,
     )
     page = out.read_text(encoding="utf-8")
-    served = requests.get(f"{stack.backend_url}/report", params={"project": demo}, timeout=120).text
+    served = requests.get(
+        f"{stack.backend_url}/report", params={"project": demo}, auth=stack.backend_auth, timeout=120
+    ).text
     for part in ("figure-scatter", "figure-curve", "figure-stop", "stop-signal"):
         assert part in page and part in served
     assert "report/plotly.min.js" not in page and "report/plotly.min.js" in served  # the file inlines plotly.js
@@ -156,16 +169,27 @@ def test_the_report_command_writes_the_same_page(stack, demo, tmp_path):
 def test_bad_report_requests_get_clear_answers(stack):
     from label_studio_sdk import LabelStudio
 
-    unknown = requests.get(f"{stack.backend_url}/report", params={"project": 99999}, timeout=30)
-    assert unknown.status_code == 404 and "no project 99999" in unknown.json()["error"]
-    # A project without versions, with labels of one class only: a page that says so.
+    def report(project: int) -> requests.Response:
+        return requests.get(
+            f"{stack.backend_url}/report", params={"project": project}, auth=stack.backend_auth, timeout=60
+        )
+
+    unknown = report(99999)
+    assert unknown.status_code == 404 and "project 99999 is not connected to this backend" in unknown.json()["error"]
+    # A project without versions, with labels of one class only: a page that says so, once it is connected to this
+    # backend (the backend's Label Studio token reads every project; the report shows only those it serves).
     ls = LabelStudio(base_url=stack.ls_url, api_key=stack.token)
     project = ls.projects.create(title="report without versions", label_config=CONFIG_XML)
     ids = ls.projects.import_tasks(
         id=project.id, request=[{"text": f"tuit número {i}"} for i in range(4)], return_task_ids=True
     ).task_ids
     ls.annotations.create(id=ids[0], result=[CONFIG.region("ok")])
-    page = requests.get(f"{stack.backend_url}/report", params={"project": project.id}, timeout=60)
+    elsewhere = report(project.id)
+    assert elsewhere.status_code == 404 and "not connected to this backend" in elsewhere.json()["error"]
+    connect_backend(
+        ls, project.id, stack.backend_url, backend_auth=stack.backend_auth, webhook_secret=stack.webhook_secret
+    )
+    page = report(project.id)
     assert page.status_code == 200
     assert 'id="no-versions"' in page.text and "needs at least 2 labels of every class" in page.text
 

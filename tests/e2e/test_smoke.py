@@ -77,6 +77,7 @@ def project(ml_backend, ls) -> int:
         label_config=LABEL_CONFIG,
         rows=pool,
         backend_url=ml_backend.url,
+        backend_auth=ml_backend.stack.backend_auth,
         webhook_secret=ml_backend.stack.webhook_secret,
     )
     assert report.model_version
@@ -97,7 +98,7 @@ def smoke(ml_backend: Backend, *args: str, only_stack_dir: bool = False, **env: 
         timeout=300,
     )
     out = answer.stdout
-    for secret in (stack.token, stack.webhook_secret, stack.redis_password):
+    for secret in (stack.token, stack.webhook_secret, stack.redis_password, stack.backend_password):
         assert secret not in out + answer.stderr
     return answer.returncode, out
 
