@@ -404,7 +404,8 @@ def check_predictions(s: Smoke, project: int) -> Result:
         others = ", ".join(f"{n} of {v}" for v, n in counts.items()) or "none at all"
         return fail(
             f"no predictions of {serving!r} ({others}): Label Studio samples at random",
-            "press Start Training: the worker scores every unlabeled task (or Data Manager -> Retrieve predictions)",
+            "press Start Training: the worker writes its window of the most uncertain tasks (or Data Manager -> "
+            "Retrieve predictions)",
         )
     return ok(f"{counts[serving]} of {serving!r}")
 
