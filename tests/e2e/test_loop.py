@@ -116,14 +116,23 @@ def project(loop):
 
 
 def _wait_job(loop, job_id: str, seconds: float = 120) -> Job:
+    """Until the job has ended; one not in RQ yet is waited for (a switch queues its cleanup just after it)."""
+    from rq.exceptions import NoSuchJobError
+
     redis = connect(Settings(redis_url=loop.redis_url))
     deadline = time.time() + seconds
+    status = "not in RQ"
     while time.time() < deadline:
-        job = Job.fetch(job_id, connection=redis)
+        try:
+            job = Job.fetch(job_id, connection=redis)
+        except NoSuchJobError:
+            time.sleep(0.5)
+            continue
         if job.is_finished or job.is_failed:
             return job
+        status = job.get_status()
         time.sleep(0.5)
-    raise TimeoutError(f"job {job_id} still {job.get_status()}")
+    raise TimeoutError(f"job {job_id} still {status}")
 
 
 def test_annotations_retrain_promote_and_requeue(loop, project):
