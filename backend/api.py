@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 OPEN_ROUTES = {"health", "webhook"}
 # A Host header: a name or IPv4 address, or an IPv6 address in brackets; then an optional port.
 HOST = re.compile(r"(?P<name>[a-z0-9.-]{1,253}|\[[0-9a-f:.]{2,45}\])(?::[0-9]{1,5})?")
-# Label Studio's webhook bodies are a few kilobytes (an annotation and its task); anything larger is not one.
-MAX_WEBHOOK_BYTES = 1024 * 1024
+# Label Studio's webhook bodies: an annotation and its task (kilobytes), or the tasks of an import, sent in batches
+# of its WEBHOOK_BATCH_SIZE (5,000 tasks with their data: megabytes). Anything larger is not one.
+MAX_WEBHOOK_BYTES = 32 * 1024 * 1024
 # The errors a request can cause and their statuses; any other error is ours: 500, traceback in the log.
 STATUS: dict[type[BackendError], int] = {
     UnknownProject: 404,

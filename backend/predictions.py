@@ -24,13 +24,29 @@ NO_PREDICTION: list = []
 
 def class_probabilities(classifier: TextClassifier, config: LabelConfig, texts: Sequence[str], **kw) -> np.ndarray:
     """Probabilities with columns in the order of `config.classes`."""
-    probs = classifier.predict_proba(texts, **kw)
-    columns = [classifier.labels.index(name) for name in config.classes]
-    return probs[:, columns]
+    return in_config_order(classifier, config, classifier.predict_proba(texts, **kw))
+
+
+def in_config_order(classifier: TextClassifier, config: LabelConfig, probs: np.ndarray) -> np.ndarray:
+    """The classifier's probabilities (columns in the order of its labels) in the order of `config.classes`."""
+    return probs[:, [classifier.labels.index(name) for name in config.classes]]
 
 
 def prediction(config: LabelConfig, label: str, score: float, model_version: str) -> dict:
     return {"result": [config.region(label)], "score": float(score), "model_version": model_version}
+
+
+def window(
+    ids: np.ndarray, probs: np.ndarray, config: LabelConfig, strategy: str, model_version: str, size: int
+) -> list[dict]:
+    """The predictions of the `size` most uncertain tasks (lowest score first), each with its task id: what a
+    round writes to Label Studio. `probs`: one row per id, columns in the order of `config.classes`."""
+    scores = uncertainty.score(probs, strategy)
+    chosen = np.argsort(scores, kind="stable")[:size]
+    return [
+        {"task": int(ids[i]), **prediction(config, config.classes[int(probs[i].argmax())], scores[i], model_version)}
+        for i in chosen
+    ]
 
 
 def answer(results: list, model_version: str) -> dict:

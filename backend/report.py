@@ -34,8 +34,9 @@ from .labelstudio.client import LabeledTask, LabelStudioClient, Task
 from .labelstudio.label_config import parse_label_config
 from .labelstudio.project_setup import not_connected
 from .model_store import ModelStore
-from .predictions import class_probabilities
+from .predictions import in_config_order
 from .registry import kind_of, scope_of
+from .retraining.pool import PoolStore
 from .settings import Settings
 from .stopping import StabilizingPredictions, StopSignal, f_bound
 from .suspects import Suspect, rank_suspects
@@ -87,8 +88,9 @@ def gather(project: int, settings: Settings, store: ModelStore, *, served_only: 
         log.warning("report of project %s refused: %s", project, problem)
         raise UnknownProject(f"project {project} is not connected to this backend: the report shows only those")
     config = parse_label_config(client.label_config(project))
-    labeled = client.labeled_tasks(project, config)
-    unlabeled = client.unlabeled(project, config)
+    labeled, annotated = client.annotated(project, config)
+    # The worker's copy of the project's tasks (read from Label Studio only if the worker never made one).
+    unlabeled = PoolStore.of(settings, project).current(client, config).without(annotated)
     registry = store.registry
     scope = scope_of(project)
     own = registry.current(scope)
@@ -107,16 +109,16 @@ def gather(project: int, settings: Settings, store: ModelStore, *, served_only: 
 
     classifier = store.get(project)
     if classifier.serves(config.classes):
-        # The same texts /predict would score: a task whose text is too long gets no point, as it gets no prediction.
-        report.tasks = [t for t in unlabeled if len(t.text) <= settings.max_text_chars]
-        report.probs = class_probabilities(classifier, config, [t.text for t in report.tasks])
+        # The tasks /predict would score (the pool holds a task whose text is too long without one: no point).
+        report.tasks = [Task(int(i), text) for i, text in zip(unlabeled.ids, unlabeled.texts(), strict=True)]
+        report.probs = in_config_order(classifier, config, unlabeled.probabilities(classifier))
         report.serving = classifier.version
     report.suspects = rank_suspects(
         [t.text for t in labeled],
         [t.label for t in labeled],
         config.classes,
         settings=settings,
-        unlabeled=[t.text for t in unlabeled],
+        unlabeled=unlabeled,
         limit=MAX_SUSPECTS,
     )
     return report

@@ -133,13 +133,16 @@ class Snapshot:
 
     @classmethod
     def of(cls, texts: Sequence[str], probs: np.ndarray) -> Snapshot:
-        if not len(texts):
+        return cls.of_keys(np.array([text_key(t) for t in texts], dtype=np.uint64), probs)
+
+    @classmethod
+    def of_keys(cls, keys: np.ndarray, probs: np.ndarray) -> Snapshot:
+        """`keys`: text_key of each task's text."""
+        if not len(keys):
             return cls(np.zeros(0, np.uint64), np.zeros(0, np.int16), np.zeros(0, np.float32))
         probs = np.asarray(probs)
         return cls(
-            np.array([text_key(t) for t in texts], dtype=np.uint64),
-            probs.argmax(axis=1).astype(np.int16),
-            margin(probs).astype(np.float32),
+            np.asarray(keys, dtype=np.uint64), probs.argmax(axis=1).astype(np.int16), margin(probs).astype(np.float32)
         )
 
     def save(self, folder: Path) -> None:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import calibration
-from .models.base import label_shortfall
-from .models.linear import LinearClassifier, LinearConfig
+from .models.base import Unlabeled, label_shortfall
+from .models.linear import LinearConfig, project_vocabulary
 from .models.training import out_of_fold
 from .registry import Registry
 from .settings import Settings
@@ -37,7 +37,7 @@ def out_of_fold_probabilities(
     classes: Sequence[str],
     *,
     settings: Settings,
-    unlabeled: Sequence[str] = (),
+    unlabeled: Sequence[str] | Unlabeled = (),
 ) -> np.ndarray | None:
     """(len(texts), len(classes)) probabilities, each row from a linear model that did not train on that text;
     None when a class has fewer than two labels, or a label is not among `classes`. The vocabulary is the one
@@ -46,7 +46,7 @@ def out_of_fold_probabilities(
     if len(classes) < 2 or set(labels) - set(classes) or label_shortfall(labels, classes, MIN_PER_CLASS):
         return None
     config = LinearConfig.from_settings(settings)
-    vocabulary = LinearClassifier.vocabulary([*texts, *unlabeled], config, Registry(settings.model_dir).vocabularies)
+    vocabulary = project_vocabulary(texts, unlabeled, config, Registry(settings.model_dir).vocabularies)
     logits, _ = out_of_fold(texts, labels, classes, config, vocabulary)
     return calibration.softmax(logits)
 
@@ -57,7 +57,7 @@ def rank_suspects(
     classes: Sequence[str],
     *,
     settings: Settings,
-    unlabeled: Sequence[str] = (),
+    unlabeled: Sequence[str] | Unlabeled = (),
     limit: int | None = None,
 ) -> list[Suspect]:
     """The labeled texts whose label the out-of-fold model disagrees with, the least believed first (ties: the

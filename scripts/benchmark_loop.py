@@ -37,6 +37,7 @@ import os
 import secrets
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -90,8 +91,30 @@ def webhook_latency(backend: str, secret: str, n: int = 50) -> tuple[float, floa
     return pct(samples, 50), pct(samples, 99)
 
 
-def new_stack(label_studio: str, settings_env: dict, prefix: str) -> LocalStack:
-    """The stack of `make run` on free ports in a new folder, with `settings_env` over its settings."""
+def postgres_database(server: str) -> dict:
+    """A new database on the PostgreSQL server `server` (user@host:port, as psql reaches it), for Label Studio."""
+    user, _, where = server.rpartition("@")
+    host, _, port = where.partition(":")
+    name = f"bench_{secrets.token_hex(4)}"
+    login = ["psql", "-h", host, "-p", port or "5432", "-U", user or "postgres", "-c"]
+    subprocess.run([*login, f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+    DATABASES.append((login, name))
+    return {
+        "DJANGO_DB": "default",
+        "POSTGRE_HOST": host,
+        "POSTGRE_PORT": port or "5432",
+        "POSTGRE_USER": user or "postgres",
+        "POSTGRE_PASSWORD": os.environ.get("PGPASSWORD", ""),
+        "POSTGRE_NAME": name,
+    }
+
+
+DATABASES: list[tuple[list[str], str]] = []  # dropped at exit
+
+
+def new_stack(label_studio: str, settings_env: dict, prefix: str, postgres: str = "") -> LocalStack:
+    """The stack of `make run` on free ports in a new folder, with `settings_env` over its settings; Label Studio on
+    SQLite, or on a new database of the PostgreSQL server `postgres`."""
     return LocalStack(
         folder=Path(tempfile.mkdtemp(prefix=prefix)),
         token=secrets.token_hex(20),
@@ -103,6 +126,7 @@ def new_stack(label_studio: str, settings_env: dict, prefix: str) -> LocalStack:
         dashboard_port=free_port(),
         ls_binary=label_studio,
         settings_env=settings_env,
+        ls_database=postgres_database(postgres) if postgres else {},
     )
 
 
@@ -240,6 +264,7 @@ def jobs_of(redis, queue_name: str, version: str, timeout: float = 300) -> dict:
             "cleanup_wall": wall(cleanup[0]) if cleanup else float("nan"),
             "inline": True,
             "train_started": started_at(train[0]),
+            "pool": result.get("pool", {}),
         }
     return {
         "tier": result.get("tier"),
@@ -262,8 +287,16 @@ def jobs_of(redis, queue_name: str, version: str, timeout: float = 300) -> dict:
 
 def describe(parts: dict) -> str:
     trained = ", ".join(f"{kind} {seconds:.1f} s" for kind, seconds in parts["train"].items())
+    pool = parts.get("pool") or {}
+    synced = (
+        f"; the pool: {pool.get('unlabeled')} unlabeled, {pool.get('added')} tasks read into it"
+        f"{', ids reconciled' if pool.get('reconciled') else ''}{', vocabulary fitted' if pool.get('refitted') else ''}"
+        f" in {pool.get('seconds', 0):.1f} s"
+        if pool
+        else ""
+    )
     return (
-        f"training job {parts['train_job']:.1f} s (reading labels and unlabeled tasks {parts['read']:.1f} s, "
+        f"training job {parts['train_job']:.1f} s (reading the pool and the labels {parts['read']:.1f} s{synced}, "
         f"training {trained}); {parts['chunks']} chunks: scoring {parts['scored']} tasks {parts['score']:.1f} s, "
         f"writing the window of {parts['tasks']} predictions {parts['write']:.1f} s (chunk jobs "
         f"{parts['chunk_wall']:.1f} s, summed); "
@@ -276,7 +309,8 @@ def fast_tier(args) -> None:
     from rq import Queue
 
     env = {"MODEL_KINDS": "linear", "RETRAIN_EVERY": "1"}
-    stack = new_stack(args.label_studio, env, "bench-fast-")
+    stack = new_stack(args.label_studio, env, "bench-fast-", args.postgres)
+    print(f"Label Studio {stack.ls_database_where}", flush=True)
     try:
         stack.start()
         while len(stack.workers) < args.fast_workers:
@@ -329,6 +363,11 @@ def fast_tier(args) -> None:
             f"(polling the project every 0.25 s: {len(POLLS)} GETs of {statistics.median(POLLS) * 1000:.0f} ms median)",
             flush=True,
         )
+
+        if args.import_tweets:
+            import_into_connected(ls, project, stack, redis, settings, version, args.import_tweets)
+        if args.only_rounds:
+            return
 
         # Annotations back to back: the next one the moment the project switches, while the switch's cleanup job
         # (deleting the older predictions) and the run's suspect-score job are queued. Both give way to the run
@@ -402,6 +441,47 @@ def fast_tier(args) -> None:
         )
     finally:
         stack.stop()
+
+
+def import_into_connected(ls, project: int, stack: LocalStack, redis, settings: Settings, version: str, n: int):
+    """N more tweets imported into the connected project, as the Data Manager's import sends them: timed until the
+    worker's score_new_tasks job has written their window (the moment they are in the queue)."""
+    from rq import Queue
+    from rq.registry import FinishedJobRegistry
+
+    pool = read("tweets_pool.csv", ["text"])
+    tasks = [{"data": {"text": r["text"]}} for r in cycle(pool, n)]
+    wait_idle(redis, settings.rq_queue)
+    queue = Queue(settings.rq_queue, connection=redis)
+    before = set(FinishedJobRegistry(queue=queue).get_job_ids())
+    started = time.time()
+    response = requests.post(
+        f"{stack.ls_url}/api/projects/{project}/import",
+        json=tasks,
+        headers={"Authorization": f"Token {stack.token}"},
+        timeout=3600,
+    )
+    response.raise_for_status()
+    imported = time.time() - started
+    deadline, written = time.time() + 1800, 0
+    while written < n and time.time() < deadline:
+        fresh = [
+            j
+            for j in queue.job_class.fetch_many(
+                list(set(FinishedJobRegistry(queue=queue).get_job_ids()) - before), connection=redis
+            )
+            if j is not None and (j.func_name or "").endswith("score_new_tasks")
+        ]
+        written = sum(answer(j).get("tasks", 0) for j in fresh)
+        time.sleep(0.25)
+    in_queue = time.time() - started
+    counts = LabelStudioClient(stack.ls_url, stack.token).model_versions(project)
+    print(
+        f"IMPORT INTO A CONNECTED PROJECT: {n} tweets; Label Studio's import answered in {imported:.1f} s; their "
+        f"window in the queue {in_queue:.1f} s after the import began ({written} tasks scored by score_new_tasks "
+        f"jobs: {[answer(j) for j in fresh]}); predictions of {version} in Label Studio: {counts.get(version)}",
+        flush=True,
+    )
 
 
 def full_tier(args) -> None:
@@ -505,16 +585,23 @@ def main() -> None:
     parser.add_argument("--fast-workers", type=int, default=1, help="RQ workers of the fast tier (make run: 1)")
     parser.add_argument("--label-studio", default=label_studio_bin())
     parser.add_argument("--webhook-only", action="store_true", help="only Redis and the backend: webhook latency")
+    parser.add_argument("--import-tweets", type=int, default=0, help="then import this many into the project, timed")
+    parser.add_argument("--postgres", default="", help="Label Studio on a new database of user@host:port")
+    parser.add_argument("--only-rounds", action="store_true", help="fast tier: the first version and REPEATS rounds")
     args = parser.parse_args()
     # `timeout` and Ctrl-C must still stop the processes started here (the finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.webhook_only:
         return webhook_only()
     tiers = args.tiers.split(",")
-    if "fast" in tiers:
-        fast_tier(args)
-    if "full" in tiers:
-        full_tier(args)
+    try:
+        if "fast" in tiers:
+            fast_tier(args)
+        if "full" in tiers:
+            full_tier(args)
+    finally:
+        for login, name in DATABASES:
+            subprocess.run([*login, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], capture_output=True)
 
 
 if __name__ == "__main__":

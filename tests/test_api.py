@@ -341,8 +341,15 @@ def test_secrets_with_any_unicode_compare_without_errors(trained_model_dir):
     assert client.post("/webhook", json={"action": "X"}, headers={"X-Webhook-Secret": "senal"}).status_code == 403
 
 
-def test_webhook_bodies_over_a_megabyte_are_refused_and_unknown_actions_are_one_label(client):
-    big = json.dumps({"action": "X", "pad": "x" * (1024 * 1024)})
+def test_webhook_bodies_over_the_limit_are_refused_and_unknown_actions_are_one_label(client):
+    from backend.api import MAX_WEBHOOK_BYTES
+
+    # As large as an import's TASKS_CREATED: Label Studio sends the tasks with their data, 5,000 a request.
+    tweets = [{"id": i, "data": {"text": "¿Y los migrantes? " * 15}, "meta": {}} for i in range(5000)]
+    batch = json.dumps({"action": "PROJECT_UPDATED", "project": {"id": 9}, "tasks": tweets})
+    assert 1024 * 1024 < len(batch) < MAX_WEBHOOK_BYTES
+    assert client.post("/webhook", data=batch, content_type="application/json").status_code == 200
+    big = json.dumps({"action": "X", "pad": "x" * MAX_WEBHOOK_BYTES})
     assert client.post("/webhook", data=big, content_type="application/json").status_code == 413
     for i in range(5):
         client.post("/webhook", json={"action": f"FORGED_{i}" * 100})

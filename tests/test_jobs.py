@@ -10,6 +10,7 @@ from rq import SimpleWorker
 from rq.job import Job, JobStatus
 
 from backend.errors import LabelStudioUnavailable, UnknownProject
+from backend.labelstudio.label_config import parse_label_config
 from backend.registry import Registry
 from backend.retraining.policy import RetrainPolicy
 from backend.settings import Settings
@@ -99,7 +100,7 @@ def test_failed_chunks_are_retried_and_never_hold_back_the_switch(tmp_path, redi
     monkeypatch.setenv("LABEL_STUDIO_ATTEMPTS", "1")
     version = Registry(tmp_path / "models").store("1", Broken(), {"classes": ["ok", "xenófobo"]}).name
     queue = Queue("chunks-test", connection=Redis.from_url(redis_server.url))
-    tasks = [jobs.Task(i, f"tweet {i}") for i in range(4)]
+    tasks = [[i, f"tweet {i}"] for i in range(4)]
     assert jobs.enqueue_rescoring(1, version, Settings(rescore_chunk=2), queue, xml=LABEL_CONFIG, tasks=tasks) == 2
     SimpleWorker([queue], connection=queue.connection).work(burst=True)
 
@@ -119,7 +120,7 @@ def test_a_re_scoring_already_under_way_is_not_enqueued_twice(tmp_path, redis_se
     from backend.retraining import jobs
 
     queue = Queue("twice-test", connection=Redis.from_url(redis_server.url))
-    tasks = [jobs.Task(i, f"tweet {i}") for i in range(4)]
+    tasks = [[i, f"tweet {i}"] for i in range(4)]
     settings = Settings(rescore_chunk=2, model_dir=tmp_path)
     assert jobs.enqueue_rescoring(1, "abc123-project1-v2", settings, queue, xml=LABEL_CONFIG, tasks=tasks) == 2
     assert jobs.switch_pending(queue, 1, "abc123-project1-v2")
@@ -233,10 +234,8 @@ def test_a_round_writes_the_window_of_all_its_chunks_and_nothing_else(tmp_path, 
         [r["text"] for r in rows], [r["label"] for r in rows], ["ok", "xenófobo"], config=LinearConfig()
     )
     version = Registry(tmp_path).store("1", classifier, {"classes": ["ok", "xenófobo"]}).name
-    from backend.retraining import jobs
-
     texts = pool_texts(40)
-    tasks = [jobs.Task(100 + i, text) for i, text in enumerate(texts)]
+    tasks = [[100 + i, text] for i, text in enumerate(texts)]
     margins = margin(classifier.predict_proba(texts))
     expected = {100 + i for i in np.argsort(margins)[:6]}
 
@@ -257,8 +256,13 @@ def test_a_round_writes_the_window_of_all_its_chunks_and_nothing_else(tmp_path, 
     policy = RetrainPolicy.from_settings(settings, queue.connection)
     assert policy.scored_through(1) == 150
 
+    # The same from the worker's pool, whose vocabulary this version (fitted elsewhere) does not share: scored
+    # from the texts.
     studio.written.clear()
-    result = jobs.rescore_now(1, version, settings, xml=LABEL_CONFIG, tasks=tasks, through=140)
+    studio.tasks = lambda project, config, after=0: [tuple(t) for t in tasks if t[0] > after]
+    studio.task_count = lambda project: len(tasks)
+    pool, _ = jobs.PoolStore.of(settings, 1).sync(studio, parse_label_config(LABEL_CONFIG))
+    result = jobs.rescore_now(1, version, settings, xml=LABEL_CONFIG, pool=pool, through=140)
     assert result["scored"] == 40 and result["predictions"] == 6 and result["switch"] == "switched"
     assert {p["task"] for p in studio.written[0]} == expected and policy.scored_through(1) == 150
 
@@ -278,18 +282,23 @@ class _Labels:
         texts = ["fuera inmigrantes", "fuera los inmigrantes ya", "que se vayan los inmigrantes"]
         texts += ["buen partido hoy", "que lindo día", "fuera inmigrantes de aquí"]
         labels = ["xenófobo", "xenófobo", "xenófobo", "ok", "ok", "ok"]
-        self.tasks = [LabeledTask(i, t, y, {"text": t}) for i, (t, y) in enumerate(zip(texts, labels, strict=True))]
+        self.labeled = [
+            LabeledTask(i, t, y, {"text": t}) for i, (t, y) in enumerate(zip(texts, labels, strict=True), start=1)
+        ]
         self.reads, self.updates = 0, {}
 
     def label_config(self, project):
         return LABEL_CONFIG
 
-    def labeled_tasks(self, project, config):
+    def annotated(self, project, config):
         self.reads += 1
-        return self.tasks
+        return self.labeled, {t.id for t in self.labeled}
 
-    def unlabeled(self, project, config):
-        return []
+    def tasks(self, project, config, after=0):
+        return [(t.id, t.text) for t in self.labeled if t.id > after]
+
+    def task_count(self, project):
+        return len(self.labeled)
 
     def update_task_data(self, task_id, data):
         self.updates[task_id] = data
@@ -316,7 +325,7 @@ def test_the_suspects_job_is_queued_once_per_project_and_gives_way_to_a_run_that
     policy.request(1)
     assert policy.run_due(1) and policy.suspects_age(1) is None
     assert jobs.refresh_suspects(1)["status"] == "written" and studio.reads == 1
-    assert 5 in studio.updates and studio.updates[5]["suspect_score"] > 0.5 and studio.updates[5]["text"]
+    assert 6 in studio.updates and studio.updates[6]["suspect_score"] > 0.5 and studio.updates[6]["text"]
     # Written moments ago and a run due: left to that run's own job, without reading a label.
     assert jobs.refresh_suspects(1)["status"] == "left to the next run" and studio.reads == 1
     # Older than SUSPECTS_MAX_AGE_SECONDS: written again, so annotations that keep the queue busy still move the tab.
@@ -328,14 +337,14 @@ def test_the_suspects_job_is_queued_once_per_project_and_gives_way_to_a_run_that
     assert not policy.run_due(1)
     assert jobs.refresh_suspects(1)["status"] == "written" and studio.reads == 3
     # A run that becomes due while the labels are read: left to it before the out-of-fold models.
-    read = studio.labeled_tasks
-    monkeypatch.setattr(studio, "labeled_tasks", lambda project, config: (policy.request(1), read(project, config))[1])
+    read = studio.annotated
+    monkeypatch.setattr(studio, "annotated", lambda project, config: (policy.request(1), read(project, config))[1])
     assert jobs.refresh_suspects(1)["status"] == "left to the next run" and studio.reads == 4
     # One that becomes due while the scores are written (a request each): the writes stop there.
-    monkeypatch.setattr(studio, "labeled_tasks", read)
+    monkeypatch.setattr(studio, "annotated", read)
     queue.empty()
     policy.redis.delete("al:1:fast:queued")
-    for task in studio.tasks:
+    for task in studio.labeled:
         task.data["suspect_score"] = 0.99  # every score moves
     studio.updates.clear()
     write = studio.update_task_data

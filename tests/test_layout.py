@@ -27,7 +27,7 @@ LAYERS = [
     },
     {"settings", "labelstudio.label_config", "models.base", "models.transformer", "models.linear"},
     {"labelstudio.client", "labelstudio.project_setup", "models.finetune", "models.loader", "models.training"},
-    {"predictions", "model_store", "retraining.policy", "suspects"},
+    {"predictions", "model_store", "retraining.policy", "retraining.pool", "suspects"},
     {"export", "report", "retraining.jobs", "stack.demo", "api", "simulation"},
     {"stack.launcher", "smoke", "wsgi", "cli", "jobs", "__main__"},
 ]

@@ -131,14 +131,15 @@ class LabelStudioClient:
         return found.label_config or ""
 
     def _tasks(
-        self, project: int, *, labeled: bool, include: str, unscored: bool = False, after: int = 0
+        self, project: int, *, labeled: bool | None, include: str, unscored: bool = False, after: int = 0
     ) -> list[dict]:
-        conditions = [("total_annotations", "greater" if labeled else "equal", 0)]
+        """`labeled`: annotated tasks only (True), unannotated only (False), every task (None)."""
+        conditions = [] if labeled is None else [("total_annotations", "greater" if labeled else "equal", 0)]
         if unscored:
             conditions.append(("total_predictions", "equal", 0))
         if after:
             conditions.append(("id", "greater", after))
-        query = _filter(*conditions)
+        query = _filter(*conditions) if conditions else None
         # Only the fields named in `include`: Label Studio otherwise also sends the counters and aggregates of its
         # Data Manager's columns for every task, and reading is 3-4x slower (docs/benchmarks.md). The annotations
         # come only with fields="all", whatever `include` says.
@@ -154,13 +155,18 @@ class LabelStudioClient:
 
     def labeled_tasks(self, project: int, config: LabelConfig) -> list[LabeledTask]:
         """Every annotated task with a label: its newest annotation that was not skipped."""
-        found = []
+        return self.annotated(project, config)[0]
+
+    def annotated(self, project: int, config: LabelConfig) -> tuple[list[LabeledTask], set[int]]:
+        """(labeled_tasks, the ids of every annotated task: those with a label and those only skipped)."""
+        found, ids = [], set()
         for task in self._tasks(project, labeled=True, include=LABELED_FIELDS):
+            ids.add(task["id"])
             label = latest_choice(task.get("annotations") or [], config)
             text = config.text_of(task, max_chars=10**9)
             if label is not None and text is not None:
                 found.append(LabeledTask(task["id"], text, label, task["data"]))
-        return found
+        return found, ids
 
     def labeled(self, project: int, config: LabelConfig) -> tuple[list[str], list[str]]:
         """(texts, labels) of every annotated task, as labeled_tasks reads them."""
@@ -171,11 +177,28 @@ class LabelStudioClient:
         """The tasks without annotations; `unscored`: of those, the ones without any prediction; `after`: of
         those, the ones whose id is greater (imported later: Label Studio numbers tasks in order)."""
         tasks = self._tasks(project, labeled=False, include="id,data", unscored=unscored, after=after)
+        return [Task(t["id"], valid_text(t["data"][config.data_key])) for t in tasks if _has_text(t, config)]
+
+    def tasks(self, project: int, config: LabelConfig, *, after: int = 0) -> list[tuple[int, str | None]]:
+        """(id, text) of every task, annotated or not, whose id is greater than `after`; text None where the task
+        has no text in the config's field."""
         return [
-            Task(t["id"], valid_text(t["data"][config.data_key]))
-            for t in tasks
-            if isinstance(t.get("data"), dict) and isinstance(t["data"].get(config.data_key), str)
+            (t["id"], valid_text(t["data"][config.data_key]) if _has_text(t, config) else None)
+            for t in self._tasks(project, labeled=None, include="id,data", after=after)
         ]
+
+    def task_ids(self, project: int) -> list[int]:
+        """The id of every task of the project."""
+        return [t["id"] for t in self._tasks(project, labeled=None, include="id")]
+
+    def annotated_ids(self, project: int) -> set[int]:
+        """The ids of the annotated tasks (labeled or only skipped): the id alone, as many as the labels."""
+        return {t["id"] for t in self._tasks(project, labeled=True, include="id")}
+
+    def task_count(self, project: int) -> int:
+        """How many tasks the project holds (one request, whatever its size)."""
+        found = self._of_project(project, "reading the project", lambda: self.ls.projects.get(id=project))
+        return found.task_number or 0
 
     def write_predictions(self, project: int, predictions: list[dict]) -> None:
         """One bulk call per chunk; Label Studio's import endpoint batches inside."""
@@ -217,6 +240,10 @@ class LabelStudioClient:
             answer.raise_for_status()
 
         self._call(f"deleting predictions of {version}", delete)
+
+
+def _has_text(task: dict, config: LabelConfig) -> bool:
+    return isinstance(task.get("data"), dict) and isinstance(task["data"].get(config.data_key), str)
 
 
 def model_version_counts(ls: LabelStudio, project: int) -> dict[str, int]:

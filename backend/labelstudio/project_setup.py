@@ -3,9 +3,10 @@
 Project by title, label config, tweets from a CSV (`id,text`, the notebook's `activelearning.csv`; an optional
 `label` column becomes annotations, to bootstrap the first model), the ML backend connected, Uncertainty
 sampling, the Data Manager tabs "Most uncertain first", "Uncertain (margin <= T)" and "Possibly mislabeled",
-predictions retrieved (tweets added to a project whose webhook the backend accepts are scored by its worker
-instead, which Label Studio tells of the import), and the project's `model_version` set to the backend's (else
-uncertainty sampling silently falls back to random).
+the tweets scored by the backend's worker (the backend is connected before the import, and Label Studio tells its
+webhook of the new tasks: the worker writes the window of them and sets the project's model_version, else
+uncertainty sampling silently falls back to random), or, when the backend does not accept that webhook, predictions
+retrieved for every task.
 
 The tabs show the task id, the score, the predicted label and the tweet, and hide the rest. Label Studio 1.23
 offers no column order to set through its API (a drag in the header is kept in the browser only) and lists the
@@ -16,17 +17,23 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
 from ..errors import UnknownProject
+from ..models.loader import UNTRAINED
 from ..tables import class_of
 from .client import LabelStudioClient, as_dict, model_version_counts
 from .label_config import parse_label_config
 
 log = logging.getLogger(__name__)
+
+# How long setup waits for the worker's window of the tweets it imported before it reports the model_version (a
+# few seconds for thousands of tweets; the worker sets it in any case).
+WORKER_WAIT_SECONDS = 60
 
 WEBHOOK_HEADER = "X-Webhook-Secret"
 # The user name of the ML connection's basic auth when the backend has none of its own: the password is then the
@@ -295,9 +302,13 @@ def setup_project(
             task["annotations"] = [{"result": [config.region(labels[source_id])]}]
             report.annotated += 1
         tasks.append(task)
+    # Connected before the import: Label Studio tells the backend's webhook about the new tasks (TASKS_CREATED) and
+    # its worker writes the window of them; retrieving predictions instead would have Label Studio ask /predict for
+    # every task and store one each (200,000 for 200,000 tweets), and would race the worker into a second one.
+    report.backend_connected = connect_backend(
+        ls, project.id, backend_url, backend_auth=backend_auth, webhook_secret=webhook_secret
+    )
     if tasks:
-        # Label Studio tells a webhook that was there before the import about the new tasks, and the backend's
-        # worker scores them (TASKS_CREATED); retrieving them here as well would race it into a second prediction.
         report.scored_by_worker = any(_lets_in(hook, project.id) for hook in _webhooks(ls, project.id, backend_url))
         before = ls.projects.get(id=project.id).total_annotations_number or 0
         ls.projects.import_tasks(id=project.id, request=tasks)
@@ -308,10 +319,6 @@ def setup_project(
             there = _tasks_by_source(ls, project.id)
     report.imported = len(tasks)
     report.labels_restored = _restore_labels(ls, config, there, labels)
-
-    report.backend_connected = connect_backend(
-        ls, project.id, backend_url, backend_auth=backend_auth, webhook_secret=webhook_secret
-    )
     ls.projects.update(id=project.id, sampling="Uncertainty sampling")
     if show_predictions is not None:
         # Label Studio's "Use predictions to prelabel tasks". Turning it off also empties the project's
@@ -332,7 +339,8 @@ def setup_project(
         ls.actions.create(
             id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []}
         )
-    report.model_version = sync_model_version(ls, project.id, backend_url, backend_auth)
+    wait = WORKER_WAIT_SECONDS if report.scored_by_worker and report.imported else 0
+    report.model_version = sync_model_version(ls, project.id, backend_url, backend_auth, wait=wait)
     report.predictions_shown = bool(ls.projects.get(id=project.id).show_collab_predictions)
     return report
 
@@ -356,18 +364,24 @@ def _restore_labels(ls, config, tasks: dict[str, dict], labels: dict[str, str]) 
     return len(missing)
 
 
-def sync_model_version(ls, project: int, backend_url: str, backend_auth: tuple | None = None) -> str | None:
-    """Set the project's model_version to the backend's, once predictions of that version exist."""
+def sync_model_version(
+    ls, project: int, backend_url: str, backend_auth: tuple | None = None, *, wait: float = 0
+) -> str | None:
+    """Set the project's model_version to the backend's, once predictions of that version exist; `wait`: seconds
+    to wait for them (the worker writes the window of an import's tweets seconds after it)."""
     answer = requests.get(
         f"{backend_url.rstrip('/')}/versions", params={"project": project}, auth=backend_auth, timeout=10
     )
     answer.raise_for_status()
     version = answer.json()["current"]
-    if model_version_counts(ls, project).get(version):
-        ls.projects.update(id=project, model_version=version)
-        return version
-    log.info("project %s: no predictions of %s yet; model_version left as is", project, version)
-    return None
+    deadline = time.time() + (0 if version == UNTRAINED else wait)
+    while not model_version_counts(ls, project).get(version):
+        if time.time() >= deadline:
+            log.info("project %s: no predictions of %s yet; model_version left as is", project, version)
+            return None
+        time.sleep(0.5)
+    ls.projects.update(id=project, model_version=version)
+    return version
 
 
 def request_training(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -35,6 +35,39 @@ class TextClassifier(Protocol):
     def save(self, folder: Path) -> None:
         """Write everything `load` needs into `folder` (the registry's staging folder)."""
         ...
+
+
+class Unlabeled(Protocol):
+    """A project's unlabeled tasks as the worker holds them (retraining.pool.Pool): what training asks of them
+    beside their texts, without reading those when it can."""
+
+    vocabulary: Any  # the n-gram vocabulary the linear kind fits under, or None
+
+    @property
+    def keys(self) -> np.ndarray:
+        """stopping.text_key of each task's text."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def texts(self) -> list[str]: ...
+
+    def probabilities(self, classifier: Any) -> np.ndarray:
+        """(tasks, classifier's labels) probabilities; a linear version fitted under `vocabulary` from cached rows."""
+        ...
+
+
+def as_pool(unlabeled: Sequence[str] | Unlabeled) -> Unlabeled | None:
+    """`unlabeled` when it is a pool, None when it is texts."""
+    return unlabeled if hasattr(unlabeled, "probabilities") else None  # type: ignore[return-value]
+
+
+def probabilities(classifier: Any, unlabeled: Sequence[str] | Unlabeled) -> np.ndarray:
+    """The classifier's probabilities on unlabeled tasks, given as texts or as a pool."""
+    pool = as_pool(unlabeled)
+    if pool is not None:
+        return pool.probabilities(classifier)
+    return classifier.predict_proba(list(cast(Sequence[str], unlabeled)))
 
 
 def serves(labels: Sequence[str], trained: bool, classes: Sequence[str]) -> bool:

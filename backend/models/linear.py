@@ -19,7 +19,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,7 +89,7 @@ def _lsa_basis(matrix: Any, components: int) -> np.ndarray | None:
     return svd.fit(matrix).components_.astype(np.float32)
 
 
-def _save_vocabulary(path: Path, vectorizer: TfidfVectorizer) -> None:
+def save_vocabulary(path: Path, vectorizer: TfidfVectorizer) -> None:
     """Written whole or not at all (another worker may read it meanwhile); a failure only costs the next fit."""
     terms = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.__getitem__)
     arrays = {"terms": np.array(terms, dtype=str), "idf": vectorizer.idf_}
@@ -114,7 +114,7 @@ def _save_vocabulary(path: Path, vectorizer: TfidfVectorizer) -> None:
         log.warning("vocabulary not kept in %s (%s): the next process fits it again", path.parent, exc)
 
 
-def _load_vocabulary(path: Path, config: LinearConfig) -> TfidfVectorizer | None:
+def load_vocabulary(path: Path, config: LinearConfig) -> TfidfVectorizer | None:
     try:
         with np.load(path, allow_pickle=False) as arrays:
             vectorizer = _vectorizer(config.ngram_range, vocabulary=arrays["terms"].tolist())
@@ -127,6 +127,23 @@ def _load_vocabulary(path: Path, config: LinearConfig) -> TfidfVectorizer | None
         return None
     with contextlib.suppress(OSError):
         os.utime(path)  # the newest are kept
+    return vectorizer
+
+
+def fit_vocabulary(prepared: Sequence[str], config: LinearConfig) -> tuple[TfidfVectorizer, Any]:
+    """(vocabulary with its latent directions, the TF-IDF rows of `prepared`) fitted on prepared texts."""
+    vectorizer = _vectorizer(config.ngram_range)
+    matrix = vectorizer.fit_transform(prepared).tocsr()
+    vectorizer.lsa_ = _lsa_basis(matrix, config.lsa_components)
+    return vectorizer, matrix
+
+
+def with_rows(vectorizer: TfidfVectorizer, texts: Sequence[str], config: LinearConfig) -> TfidfVectorizer:
+    """`vectorizer` holding the TF-IDF rows of `texts`, which fitting and predicting then take instead of
+    transforming them again (a run's folds, held-out part and refit read the same labeled texts)."""
+    prepare = normalize_tweet if config.normalize else str
+    prepared = list(dict.fromkeys(prepare(t) for t in texts))
+    vectorizer.rows_ = ({text: row for row, text in enumerate(prepared)}, vectorizer.transform(prepared).tocsr())
     return vectorizer
 
 
@@ -158,6 +175,9 @@ class LinearClassifier:
     temperature: float = 1.0
     trained: bool = True
     extra: dict = field(default_factory=dict)
+    # The id of the vocabulary it was fitted under, when that is a project pool's (retraining.pool): the pool's
+    # cached rows then score it without reading a text.
+    vocabulary_id: str | None = None
 
     @staticmethod
     def vocabulary(texts: Sequence[str], config: LinearConfig, cache: Path | None = None) -> TfidfVectorizer:
@@ -176,13 +196,11 @@ class LinearClassifier:
             stored = (
                 cache / f"v{_DISK_FORMAT}-{hashlib.sha1(repr(key).encode()).hexdigest()[:24]}.npz" if cache else None
             )
-            vectorizer = _load_vocabulary(stored, config) if stored else None
+            vectorizer = load_vocabulary(stored, config) if stored else None
             if vectorizer is None:
-                vectorizer = _vectorizer(config.ngram_range)
-                matrix = vectorizer.fit_transform(prepared).tocsr()
-                vectorizer.lsa_ = _lsa_basis(matrix, config.lsa_components)
+                vectorizer, matrix = fit_vocabulary(prepared, config)
                 if stored:
-                    _save_vocabulary(stored, vectorizer)
+                    save_vocabulary(stored, vectorizer)
             else:
                 matrix = vectorizer.transform(prepared).tocsr()
             # A run transforms the same texts again and again (folds, held-out part, refit, the unlabeled
@@ -230,7 +248,13 @@ class LinearClassifier:
             # into the n-grams' (w + weight * v @ basis), so serving and storage see the n-grams only.
             coef += config.lsa_weight * (model.coef_[:, len(present) :] @ basis)
         model.coef_, model.n_features_in_ = coef, features.shape[1]
-        return cls(vectorizer=vectorizer, model=model, labels=tuple(classes), normalize=config.normalize)
+        return cls(
+            vectorizer=vectorizer,
+            model=model,
+            labels=tuple(classes),
+            normalize=config.normalize,
+            vocabulary_id=getattr(vectorizer, "id_", None),
+        )
 
     @classmethod
     def load(cls, source: str | Path, *, version: str, temperature: float = 1.0, **_: Any) -> LinearClassifier:
@@ -249,6 +273,7 @@ class LinearClassifier:
             version=version,
             normalize=meta["normalize"],
             temperature=temperature,
+            vocabulary_id=meta.get("vocabulary_id"),
         )
 
     def save(self, folder: Path) -> None:
@@ -260,6 +285,7 @@ class LinearClassifier:
             "ngram_range": list(self.vectorizer.ngram_range),
             "sklearn_classes": list(self.model.classes_),
             "vocabulary": terms,
+            "vocabulary_id": self.vocabulary_id,
         }
         (folder / CONFIG).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         with (folder / WEIGHTS).open("wb") as handle:
@@ -272,7 +298,15 @@ class LinearClassifier:
         if not texts:
             return np.zeros((0, len(self.labels)))
         prepare = normalize_tweet if self.normalize else str
-        scores = self.model.decision_function(_features(self.vectorizer, [prepare(t) for t in texts]))
+        return self._logits(self.model.decision_function(_features(self.vectorizer, [prepare(t) for t in texts])))
+
+    def logits_of(self, product: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Logits from `product(weights)`: X @ weights for X the TF-IDF rows of some texts under this model's
+        vocabulary (a project pool's cached rows: no text is read or transformed)."""
+        scores = product(self.model.coef_.T.astype(np.float32)) + self.model.intercept_
+        return self._logits(scores.ravel() if scores.shape[1] == 1 else scores)
+
+    def _logits(self, scores: np.ndarray) -> np.ndarray:
         # Two classes: one score, for scikit-learn's second class; as logits, [0, score].
         logits = np.column_stack([np.zeros(len(scores)), scores]) if scores.ndim == 1 else scores
         # Columns in the order of `labels`, whatever order scikit-learn sorted the classes in.
@@ -280,3 +314,15 @@ class LinearClassifier:
 
     def predict_proba(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         return calibration.softmax(self.predict_logits(texts), self.temperature).astype(np.float32)
+
+
+def project_vocabulary(
+    texts: Sequence[str], unlabeled: Sequence[str] | base.Unlabeled, config: LinearConfig, cache: Path | None
+) -> TfidfVectorizer:
+    """The vocabulary a run fits under: the pool's when `unlabeled` is a pool that has one (its versions then score
+    the pool's cached rows), else one fitted on `texts` and the unlabeled texts."""
+    pool = base.as_pool(unlabeled)
+    if pool is not None and pool.vocabulary is not None:
+        return with_rows(pool.vocabulary, texts, config)
+    others = pool.texts() if pool is not None else list(unlabeled)  # type: ignore[arg-type]
+    return LinearClassifier.vocabulary([*texts, *others], config, cache)

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -37,9 +37,9 @@ from .. import calibration
 from ..registry import Registry, Version
 from ..settings import MODEL_KINDS, Settings
 from ..stopping import Snapshot
-from .base import check_labels
+from .base import Unlabeled, as_pool, check_labels, probabilities
 from .finetune import TrainConfig, fine_tune
-from .linear import LinearClassifier, LinearConfig
+from .linear import LinearClassifier, LinearConfig, project_vocabulary
 from .transformer import TransformerClassifier
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,10 @@ class _Split:
 
 
 def _linear(
-    split: _Split, classes: list[str], settings: Settings, unlabeled: Sequence[str], cache: Path
+    split: _Split, classes: list[str], settings: Settings, unlabeled: Sequence[str] | Unlabeled, cache: Path
 ) -> tuple[dict, Any]:
     config = LinearConfig.from_settings(settings)
-    vocabulary = LinearClassifier.vocabulary([*split.texts, *unlabeled], config, cache)
+    vocabulary = project_vocabulary(split.texts, unlabeled, config, cache)
     calibrate_on: tuple[np.ndarray, list[str]] | None = None
     if split.eval_y:
         model = LinearClassifier.fit(split.train_x, split.train_y, classes, config=config, vectorizer=vocabulary)
@@ -197,7 +197,7 @@ def train_version(
     settings: Settings,
     registry: Registry,
     scope: str,
-    unlabeled: Sequence[str] = (),
+    unlabeled: Sequence[str] | Unlabeled = (),
     warm_from: Version | None = None,
     serving: Version | None = None,
     train_config: TrainConfig | None = None,
@@ -238,7 +238,7 @@ def train_version(
         trained.append(({"kind": kind, "train_seconds": round(time.time() - started, 2), **summary}, model))
 
     contenders = [(s, m) for s, m in trained if m is not None]
-    predicted = contenders[0][1].predict_proba(list(unlabeled)).argmax(axis=1) if unlabeled else []
+    predicted = probabilities(contenders[0][1], unlabeled).argmax(axis=1) if len(unlabeled) else []
     metric = selection_metric(classes, [*labels, *(classes[i] for i in predicted)])
     for summary, _ in trained:
         summary["score"] = None if "skipped" in summary else score_of(summary, metric)
@@ -260,7 +260,13 @@ def train_version(
 
     best.temperature = (best_summary.get("calibration") or {}).get("temperature", 1.0)
     # What the new version predicts on the unlabeled tasks: the stop signal compares it with the serving one's.
-    snapshot = Snapshot.of(unlabeled, best.predict_proba(list(unlabeled)) if unlabeled else np.zeros(0))
+    unlabeled_probs = probabilities(best, unlabeled) if len(unlabeled) else np.zeros(0)
+    pool = as_pool(unlabeled)
+    snapshot = (
+        Snapshot.of_keys(pool.keys, unlabeled_probs)
+        if pool is not None
+        else Snapshot.of(cast(Sequence[str], unlabeled), unlabeled_probs)
+    )
     version = registry.store(
         scope,
         best,

@@ -43,19 +43,20 @@ from rq.job import Dependency, Job, JobStatus
 from transformers import TrainerCallback
 
 from ..errors import BackendError
-from ..labelstudio.client import LabeledTask, LabelStudioClient, Task
+from ..labelstudio.client import LabeledTask, LabelStudioClient
 from ..labelstudio.label_config import parse_label_config
 from ..labelstudio.project_setup import SUSPECT_KEY, not_connected
 from ..models.base import label_shortfall
 from ..models.loader import load_version
 from ..models.training import train_version
 from ..models.transformer import TransformerClassifier
-from ..predictions import NO_PREDICTION, predict_tasks
+from ..predictions import NO_PREDICTION, in_config_order, predict_tasks, window
 from ..registry import DEFAULT_SCOPE, Registry, Superseded, Version, scope_of
 from ..settings import FAST_KINDS, Settings
 from ..stopping import StopSignal
 from ..suspects import out_of_fold_probabilities, suspect_scores
 from .policy import FAST, FULL, RetrainPolicy, connect, enqueue_once
+from .pool import Pool, PoolStore
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,10 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
     fence = (tier, registry.fence(scope, tier))
     xml = client.label_config(project)
     config = parse_label_config(xml)
-    labeled = client.labeled_tasks(project, config)
+    # The project's tasks as the worker holds them, brought up to date (only what changed is read), and the
+    # annotated ones (as many as the labels): the unlabeled pool is the rest.
+    pool, synced = PoolStore.of(settings, project).sync(client, config)
+    labeled, annotated = client.annotated(project, config)
     texts, labels = [t.text for t in labeled], [t.label for t in labeled]
     counts = Counter(labels)
     if label_shortfall(labels, config.classes, settings.min_labels_per_class):
@@ -142,9 +146,9 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
         )
         _progress(stage="waiting for labels", labels=len(labels), label_counts=dict(counts))
         return {"status": "cold_start", "label_counts": dict(counts), "needed_per_class": settings.min_labels_per_class}
-    unlabeled = client.unlabeled(project, config)
+    unlabeled = pool.without(annotated)
     # Tasks imported from now on are newer than every task this run scores: score_new_tasks takes them.
-    through = max([t.id for t in labeled] + [t.id for t in unlabeled], default=0)
+    through = pool.through
     read_seconds = time.time() - started
 
     # The project's own version: the default scope's (which serves projects without one) was measured on other
@@ -161,7 +165,7 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
             settings=settings,
             registry=registry,
             scope=scope,
-            unlabeled=[t.text for t in unlabeled],
+            unlabeled=unlabeled,
             warm_from=_warm_start(registry, scope, config.classes, settings),
             serving=serving,
             callbacks=[_JobProgress()],
@@ -181,6 +185,7 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
             {k: c.get(k) for k in ("kind", "score", "evaluated_on", "train_seconds")} for c in outcome.candidates
         ],
         "read_seconds": round(read_seconds, 2),
+        "pool": {"unlabeled": len(unlabeled), **synced.as_dict()},
     }
     if outcome.version is not None:
         version = outcome.version
@@ -188,10 +193,10 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
         result["pruned"] = registry.prune(scope, keep=settings.keep_versions)
         _log_progress(project, version, settings.stop_rule.judge(registry.history(scope)))
         if version.kind in FAST_KINDS:
-            result["rescored"] = rescore_now(project, version.name, settings, xml=xml, tasks=unlabeled, through=through)
+            result["rescored"] = rescore_now(project, version.name, settings, xml=xml, pool=unlabeled, through=through)
         else:
             result["rescoring_chunks"] = enqueue_rescoring(
-                project, version.name, settings, queue, xml=xml, tasks=unlabeled, through=through
+                project, version.name, settings, queue, xml=xml, tasks=_pairs(unlabeled), through=through
             )
         _progress(stage="promoted", version=version.name, labels=len(labels))
     elif (
@@ -203,10 +208,10 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
         # a run with nothing new to promote finishes that job, or the queue would stay on the older version.
         log.info("project %s: Label Studio is not on %s yet; re-scoring with it", project, serving.name)
         if serving.kind in FAST_KINDS:
-            result["rescored"] = rescore_now(project, serving.name, settings, xml=xml, tasks=unlabeled, through=through)
+            result["rescored"] = rescore_now(project, serving.name, settings, xml=xml, pool=unlabeled, through=through)
         else:
             result["rescoring_chunks"] = enqueue_rescoring(
-                project, serving.name, settings, queue, xml=xml, tasks=unlabeled, through=through
+                project, serving.name, settings, queue, xml=xml, tasks=_pairs(unlabeled), through=through
             )
     if settings.suspect_scores:
         result["suspects"] = enqueue_suspects(project, queue)
@@ -221,8 +226,8 @@ def enqueue_suspects(project: int, queue: Queue) -> str:
 
 
 def score_new_tasks(project: int) -> dict:
-    """Tasks imported into Label Studio since the serving version's round (ids past the one it recorded) are
-    scored, and the QUEUE_WINDOW most uncertain of them written: Label Studio 1.23 asks a backend for a prediction
+    """Tasks imported into Label Studio since the serving version's round (ids past the one it recorded) join the
+    pool, and the QUEUE_WINDOW most uncertain of them are written: Label Studio 1.23 asks a backend for a prediction
     only when an annotator opens a task, and its uncertainty sampling takes only tasks with a prediction of the
     project's model_version, so until the next round such tweets would be neither in the queue nor in the score
     order. Written beside the round's window, they take their place in it by score."""
@@ -233,23 +238,32 @@ def score_new_tasks(project: int) -> dict:
     if problem:
         log.warning("project %s: new tasks not scored: %s", project, problem)
         return {"status": "not_connected", "reason": problem}
+    xml = client.label_config(project)
+    store = PoolStore.of(settings, project)
+    held_through = store.read().through
+    pool, synced = store.sync(client, parse_label_config(xml))
     serving = registry.resolve(project)
     if serving is None:
-        return {"status": "no_model"}  # cold start: the first training scores every task
+        return {"status": "no_model", "pool": synced.as_dict()}  # cold start: the first training scores every task
     policy = RetrainPolicy.from_settings(settings, _queue(settings).connection)
-    after = policy.scored_through(project)
-    xml = client.label_config(project)
-    new = client.unlabeled(project, parse_label_config(xml), unscored=True, after=after)
-    scored = score_chunk(project, serving.name, xml, [[t.id, t.text] for t in new])
+    # Redis lost the mark: the tasks the pool held before were scored by the round or the job that read them.
+    new = pool.after(policy.scored_through(project) or held_through)
+    if len(new):
+        new = new.without(client.annotated_ids(project))  # imported with their annotations: labels, not queue
+    scored = score_pool(project, serving.name, xml, new, settings)
     window = scored.get("window", [])
     if window:
         client.write_predictions(project, window)
-    policy.scored(project, max((t.id for t in new), default=after))
+        if not registry.ours(client.model_version(project)):
+            # A project never switched by a round (new, its tasks just imported): its queue is this window.
+            client.set_model_version(project, serving.name)
+    policy.scored(project, pool.through)
     result = {
-        "status": "written" if new else "nothing_new",
+        "status": "written" if len(new) else "nothing_new",
         "version": serving.name,
         "tasks": len(new),
         "predictions": len(window),
+        "pool": synced.as_dict(),
     }
     log.info("project %s: new tasks scored: %s", project, result)
     return result
@@ -275,7 +289,9 @@ def refresh_suspects(project: int) -> dict:
     client = LabelStudioClient.from_settings(settings)
     try:
         config = parse_label_config(client.label_config(project))
-        labeled, unlabeled = client.labeled_tasks(project, config), client.unlabeled(project, config)
+        pool, _ = PoolStore.of(settings, project).sync(client, config)
+        labeled, annotated = client.annotated(project, config)
+        unlabeled = pool.without(annotated)
     except BackendError as exc:  # Label Studio down past its retries, or the project deleted since the run
         log.warning("project %s: suspect scores not refreshed (%s); the next training retries", project, exc)
         return {"status": "failed", "reason": str(exc)}
@@ -293,7 +309,7 @@ def flag_suspects(
     project: int,
     classes: Sequence[str],
     labeled: list[LabeledTask],
-    unlabeled: list[Task],
+    unlabeled: Pool,
     settings: Settings,
     give_way: Callable[[], dict | None] | None = None,
 ) -> dict:
@@ -303,7 +319,7 @@ def flag_suspects(
     seconds in all): an answer stops the writes there, and is the result."""
     started = time.time()
     texts, labels = [t.text for t in labeled], [t.label for t in labeled]
-    probs = out_of_fold_probabilities(texts, labels, classes, settings=settings, unlabeled=[t.text for t in unlabeled])
+    probs = out_of_fold_probabilities(texts, labels, classes, settings=settings, unlabeled=unlabeled)
     if probs is None:
         return {"status": "too few labels"}
     scores = suspect_scores(probs, labels, classes)
@@ -363,21 +379,22 @@ def enqueue_rescoring(
     queue: Queue,
     *,
     xml: str | None = None,
-    tasks: list[Task] | None = None,
+    tasks: list[list] | None = None,
     through: int = 0,
 ) -> int:
-    """Split the unlabeled tasks (read from Label Studio unless given) into chunk jobs and a final job that runs
-    when all of them have ended and writes their window. Nothing when a re-scoring with `version` is still pending
-    (a second rollback to it, a run that finds Label Studio not switched yet): the same predictions twice would be
-    two rows each. `through`: the newest task id the round saw (score_new_tasks takes the ones after it)."""
+    """Split the unlabeled tasks ([id, text] pairs; the project's pool less its annotated tasks unless given) into
+    chunk jobs and a final job that runs when all of them have ended and writes their window. Nothing when a
+    re-scoring with `version` is still pending (a second rollback to it, a run that finds Label Studio not switched
+    yet): the same predictions twice would be two rows each. `through`: the newest task id the round saw
+    (score_new_tasks takes the ones after it)."""
     if switch_pending(queue, project, version):
         log.info("project %s: a re-scoring with %s is already under way", project, version)
         return 0
     if xml is None or tasks is None:
         client = LabelStudioClient.from_settings(settings)
         xml = xml or client.label_config(project)
-        tasks = client.unlabeled(project, parse_label_config(xml))
-        through = max((t.id for t in tasks), default=through)
+        pool, _ = PoolStore.of(settings, project).sync(client, parse_label_config(xml))
+        tasks, through = _pairs(pool.without(client.annotated_ids(project))), pool.through
     size = settings.rescore_chunk
     chunk_jobs = [
         queue.enqueue_call(
@@ -389,7 +406,7 @@ def enqueue_rescoring(
                 "project": project,
                 "version": version,
                 "label_config": xml,
-                "tasks": [[t.id, t.text] for t in part],
+                "tasks": part,
             },
         )
         for part in (tasks[i : i + size] for i in range(0, len(tasks), size))
@@ -425,12 +442,10 @@ def _serving(project: int, version: str, settings: Settings) -> Version | None:
     return serving if serving is not None and serving.name == version else None
 
 
-def rescore_now(
-    project: int, version: str, settings: Settings, *, xml: str, tasks: list[Task], through: int = 0
-) -> dict:
-    """A fast kind's re-scoring, inside the training job: what the chunk and final jobs would do, in turn, without
-    the job hand-offs (a linear version scores thousands of tweets in a fraction of a second)."""
-    scored = score_chunk(project, version, xml, [[t.id, t.text] for t in tasks])
+def rescore_now(project: int, version: str, settings: Settings, *, xml: str, pool: Pool, through: int = 0) -> dict:
+    """A fast kind's re-scoring, inside the training job: the unlabeled pool scored (a linear version: one sparse
+    product over its cached rows), then what the final job does, without the job hand-offs."""
+    scored = score_pool(project, version, xml, pool, settings)
     switch_started = time.time()
     final = finish_rescoring(project, version, window=scored.get("window", []), through=through)
     return {
@@ -447,6 +462,28 @@ def most_uncertain(predictions: list[dict], size: int) -> list[dict]:
     """The `size` predictions with the lowest score (ascending: the most uncertain first)."""
     order = np.argsort([p["score"] for p in predictions], kind="stable")[:size]
     return [predictions[i] for i in order]
+
+
+def score_pool(project: int, version: str, label_config: str, pool: Pool, settings: Settings) -> dict:
+    """score_chunk for a pool: the QUEUE_WINDOW most uncertain of its tasks under `version`, and how many it scored;
+    only the window's predictions are built."""
+    serving = _serving(project, version, settings)
+    if serving is None:
+        return {"status": "superseded", "version": version}
+    started = time.time()
+    config = parse_label_config(label_config)
+    classifier = load_version(serving, settings)
+    _progress(stage="scoring", version=version, tasks=len(pool))
+    if not classifier.serves(config.classes) or not len(pool):
+        return {"status": "scored", "version": version, "scored": 0, "window": [], "seconds": 0.0}
+    probs = in_config_order(classifier, config, pool.probabilities(classifier))
+    return {
+        "status": "scored",
+        "version": version,
+        "scored": len(pool),
+        "window": window(pool.ids, probs, config, settings.uncertainty, classifier.version, settings.queue_window),
+        "seconds": round(time.time() - started, 2),
+    }
 
 
 def score_chunk(project: int, version: str, label_config: str, tasks: list[list]) -> dict:
@@ -479,6 +516,11 @@ def score_chunk(project: int, version: str, label_config: str, tasks: list[list]
         "window": most_uncertain(predictions, settings.queue_window),
         "seconds": round(time.time() - started, 2),
     }
+
+
+def _pairs(pool: Pool) -> list[list]:
+    """[id, text] of each task of `pool`: what a chunk job takes."""
+    return [[int(i), text] for i, text in zip(pool.ids, pool.texts(), strict=True)]
 
 
 def finish_rescoring(

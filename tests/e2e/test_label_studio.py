@@ -12,6 +12,7 @@ from backend.predictions import class_probabilities
 from backend.registry import Registry
 from backend.settings import Settings
 from backend.tables import read_csv
+from tests.conftest import E2E_SETTINGS
 from tests.helpers import LABEL_CONFIG, read_demo
 
 pytestmark = pytest.mark.e2e
@@ -224,7 +225,14 @@ def test_tweets_imported_in_label_studio_join_the_uncertainty_queue(label_studio
     ls = LabelStudio(base_url=url, api_key=token)
     pool = [{"id": f"i{i}", "text": r["text"]} for i, r in enumerate(read_demo("tweets_pool.csv")[20:40])]
     setup = _setup(ls, stack, "imports e2e", pool)
-    assert not setup.scored_by_worker  # a new project: its webhook came after the import, so setup retrieved them
+    # A new project: connected before the import, so the worker scores the tweets (no prediction per task from
+    # Label Studio's retrieval) and sets the project's model_version with its window.
+    assert setup.scored_by_worker
+    written = {p["model_version"] for t in _scored(ls, setup.project, len(pool)) for p in t["predictions"]}
+    deadline = time.time() + 30
+    while {ls.projects.get(id=setup.project).model_version} != written:
+        assert time.time() < deadline, f"the new project's model_version is not that of its predictions {written}"
+        time.sleep(0.5)
     texts = [r["text"] for r in read_demo("tweets_pool.csv")[40:45]]
     answer = requests.post(
         f"{url}/api/projects/{setup.project}/import",
@@ -314,13 +322,18 @@ def test_export_matches_the_predictions_in_label_studio(
     assert export_project(pid, tmp_path / "all.json", settings) == len(pool)
     table = json.loads((tmp_path / "all.json").read_text(encoding="utf-8"))
     scores = {}
+    # The worker wrote the window of the new project's tweets (QUEUE_WINDOW of them); export has every one.
     for task in ls.tasks.list(project=pid, fields="all", page_size=100):
-        (prediction,) = [p if isinstance(p, dict) else p.model_dump() for p in task.predictions]
-        scores[task.id] = (prediction["score"], prediction["result"][0]["value"]["choices"][0])
+        for prediction in [p if isinstance(p, dict) else p.model_dump() for p in task.predictions]:
+            scores[task.id] = (prediction["score"], prediction["result"][0]["value"]["choices"][0])
+    assert len(scores) == min(len(pool), int(E2E_SETTINGS["QUEUE_WINDOW"])) and len(table) == len(pool)
     for row in table:
-        assert row["margin"] == pytest.approx(scores[row["id"]][0], abs=1e-4)
-        assert row["label"] == scores[row["id"]][1]
         assert row["p_ok"] + row["p_xenófobo"] == pytest.approx(1, abs=1e-5)
+        if row["id"] in scores:
+            assert row["margin"] == pytest.approx(scores[row["id"]][0], abs=1e-4)
+            assert row["label"] == scores[row["id"]][1]
+    # The window is the most uncertain of them.
+    assert {r["id"] for r in table[: len(scores)]} == set(scores)
     assert [r["margin"] for r in table] == sorted(r["margin"] for r in table)
 
     # Between the 10th and 11th smallest margin, so that rounding in the table cannot move a task across it.

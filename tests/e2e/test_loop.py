@@ -204,7 +204,7 @@ def test_annotations_retrain_promote_and_requeue(loop, project):
     assert answer.json()["id"] == min(scores, key=scores.get)
 
 
-def test_each_round_writes_its_window_and_deletes_the_previous_one(loop):
+def test_each_round_writes_its_window_and_deletes_the_previous_one(loop, tmp_path):
     """A round writes the predictions of its window only (QUEUE_WINDOW tasks, whatever the pool's size), and the
     cleanup job after the switch deletes the previous version's window at once."""
     window = int(loop.env["QUEUE_WINDOW"])
@@ -236,6 +236,36 @@ def test_each_round_writes_its_window_and_deletes_the_previous_one(loop):
     cleanup = _wait_job(loop, f"cleanup-{pid}-{second}").return_value()
     assert cleanup == {"status": "done", "version": second, "deleted_versions": [first]}, cleanup
     assert _model_versions(loop, pid) == {second: window} and len(pool) - 20 > window
+
+    # Two tasks of the window deleted in Label Studio (no event the backend acts on): the next round's pool
+    # notices by the task count, drops them with one listing of ids, and its window holds neither.
+    deleted = sorted(t for t, versions in _unlabeled_predictions(loop, pid).items() if versions)[:2]
+    for task_id in deleted:
+        loop.ls.tasks.delete(id=str(task_id))
+    annotated = [t for t in unlabeled[20:] if t not in deleted][:10]
+    for task_id in annotated:
+        loop.ls.annotations.create(id=task_id, result=[CONFIG.region("ok")])
+    third = v(registry, str(pid), 3)
+    loop.wait_version(pid, third)
+    redis = connect(Settings(redis_url=loop.redis_url))
+    answers = [Job.fetch(i, connection=redis).return_value() or {} for i in _all_jobs(loop)]
+    (run,) = [a for a in answers if a.get("version") == third and "pool" in a]
+    assert run["pool"]["reconciled"] and run["pool"]["removed"] == 2, run["pool"]
+    assert run["pool"]["unlabeled"] == len(pool) - 30 - 2
+    written = _unlabeled_predictions(loop, pid)
+    assert not set(deleted) & set(written) and sum(third in p for p in written.values()) == window
+    # export reads every unlabeled tweet from the worker's pool, scored by the serving version.
+    table = tmp_path / "export.csv"
+    env = {**os.environ, **loop.env}
+    done = subprocess.run(
+        [sys.executable, "-m", "backend", "export", "--project", str(pid), "--out", str(table)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(table.open(encoding="utf-8")))
+    assert sorted(int(r["id"]) for r in rows) == sorted(set(unlabeled[20:]) - set(annotated) - set(deleted))
 
 
 def test_a_full_run_weighs_the_transformer_against_the_linear_kind(loop, project):
@@ -418,16 +448,15 @@ def test_tweets_with_lone_surrogates_are_scored_trained_on_and_switched(loop, tm
     table.write_bytes(out.getvalue().encode("utf-8", "surrogatepass"))
     env = {**os.environ, **loop.env}
     setup = [sys.executable, "-m", "backend", "setup-project", "--csv", str(table), "--title", "e2e poison pill"]
-    # --no-retrieve: Label Studio would ask the backend for default-version predictions in the background.
-    done = subprocess.run(
-        [*setup, "--backend-url", loop.backend_url, "--no-retrieve"], env=env, capture_output=True, text=True
-    )
+    done = subprocess.run([*setup, "--backend-url", loop.backend_url], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     (project,) = [p for p in loop.ls.projects.list() if p.title == "e2e poison pill"]
     loop.webhook("START_TRAINING", project.id)  # what the Start Training button sends
     version = v(Registry(loop.model_dir), str(project.id), 1)
     loop.wait_version(project.id, version)
     assert Registry(loop.model_dir).current(str(project.id)).metadata["labels_used"] == 12
+    # The window the worker wrote on import (the default version's) goes with the switch's cleanup.
+    _wait_job(loop, f"cleanup-{project.id}-{version}")
     scored = _unlabeled_predictions(loop, project.id)
     assert len(scored) == 18 and all(versions == [version] for versions in scored.values()), scored
     stored = [t.data["text"] for t in loop.ls.tasks.list(project=project.id, fields="all", page_size=100)]
