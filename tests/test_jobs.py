@@ -259,7 +259,7 @@ def test_a_round_writes_the_window_of_all_its_chunks_and_nothing_else(tmp_path, 
     # The same from the worker's pool, whose vocabulary this version (fitted elsewhere) does not share: scored
     # from the texts.
     studio.written.clear()
-    studio.tasks = lambda project, config, after=0: [tuple(t) for t in tasks if t[0] > after]
+    studio.tasks = lambda project, config, after=0, limit=None: [tuple(t) for t in tasks if t[0] > after][:limit]
     studio.task_count = lambda project: len(tasks)
     pool, _ = jobs.PoolStore.of(settings, 1).sync(studio, parse_label_config(LABEL_CONFIG))
     result = jobs.rescore_now(1, version, settings, xml=LABEL_CONFIG, pool=pool, through=140)
@@ -294,8 +294,8 @@ class _Labels:
         self.reads += 1
         return self.labeled, {t.id for t in self.labeled}
 
-    def tasks(self, project, config, after=0):
-        return [(t.id, t.text) for t in self.labeled if t.id > after]
+    def tasks(self, project, config, after=0, limit=None):
+        return [(t.id, t.text) for t in self.labeled if t.id > after][:limit]
 
     def task_count(self, project):
         return len(self.labeled)

@@ -36,9 +36,9 @@ class Project:
         start = max(self.texts, default=0) + 1
         self.texts.update({i: tweet(i) for i in range(start, start + n)})
 
-    def tasks(self, project, config, *, after=0):
+    def tasks(self, project, config, *, after=0, limit=None):
         self.calls.append(("tasks", after))
-        return [(i, t) for i, t in sorted(self.texts.items()) if i > after]
+        return [(i, t) for i, t in sorted(self.texts.items()) if i > after][:limit]
 
     def task_ids(self, project):
         self.calls.append(("task_ids",))
@@ -168,3 +168,13 @@ def test_texts_longer_than_max_text_chars_are_held_without_rows(tmp_path, max_ch
     project.texts[6] = "corto"
     pool, report = store(tmp_path, max_chars=max_chars).sync(project, CONFIG)
     assert pool.ids.tolist() == [6] and pool.textless == frozenset(range(1, 6)) and not report.reconciled
+
+
+def test_a_large_import_is_read_in_batches_without_a_reconciliation_in_between(tmp_path):
+    project = Project(50)
+    first, report = store(tmp_path).sync(project, CONFIG, batch=20)
+    assert report.more and len(first) == 20 and first.through == 20 and ("task_ids",) not in project.calls
+    second, report = store(tmp_path).sync(project, CONFIG, batch=20)
+    assert report.more and second.after(first.through).ids.tolist() == list(range(21, 41))
+    last, report = store(tmp_path).sync(project, CONFIG, batch=20)
+    assert not report.more and not report.reconciled and len(last) == 50 and ("task_ids",) not in project.calls

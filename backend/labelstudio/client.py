@@ -158,7 +158,7 @@ class LabelStudioClient:
         return self.annotated(project, config)[0]
 
     def annotated(self, project: int, config: LabelConfig) -> tuple[list[LabeledTask], set[int]]:
-        """(labeled_tasks, the ids of every annotated task: those with a label and those only skipped)."""
+        """(labeled_tasks, the ids of every annotated task; a task whose annotations were all skipped is not one)."""
         found, ids = [], set()
         for task in self._tasks(project, labeled=True, include=LABELED_FIELDS):
             ids.add(task["id"])
@@ -179,20 +179,38 @@ class LabelStudioClient:
         tasks = self._tasks(project, labeled=False, include="id,data", unscored=unscored, after=after)
         return [Task(t["id"], valid_text(t["data"][config.data_key])) for t in tasks if _has_text(t, config)]
 
-    def tasks(self, project: int, config: LabelConfig, *, after: int = 0) -> list[tuple[int, str | None]]:
-        """(id, text) of every task, annotated or not, whose id is greater than `after`; text None where the task
-        has no text in the config's field."""
-        return [
-            (t["id"], valid_text(t["data"][config.data_key]) if _has_text(t, config) else None)
-            for t in self._tasks(project, labeled=None, include="id,data", after=after)
-        ]
+    def tasks(
+        self, project: int, config: LabelConfig, *, after: int = 0, limit: int | None = None
+    ) -> list[tuple[int, str | None]]:
+        """(id, text) of the tasks, annotated or not, whose id is greater than `after`, in id order, at most `limit`;
+        text None where the task has no text in the config's field. Read a page at a time by id (each page asks for
+        the ids past the last one read), so a long read costs the same per page from the first to the last."""
+        found: list[tuple[int, str | None]] = []
+        while limit is None or len(found) < limit:
+            size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(found))
+            query = json.dumps({**json.loads(_filter(("id", "greater", after))), "ordering": ["tasks:id"]})
+
+            def page(query: str = query, size: int = size) -> list[dict]:
+                answer: Any = self.ls.tasks.list(
+                    project=project, fields="task_only", include="id,data", page_size=size, query=query
+                )
+                return [as_dict(task) for task in (answer.items or [])]
+
+            tasks = self._call("listing tasks", page)
+            found += [
+                (t["id"], valid_text(t["data"][config.data_key]) if _has_text(t, config) else None) for t in tasks
+            ]
+            if len(tasks) < size:
+                break
+            after = max(t["id"] for t in tasks)
+        return found
 
     def task_ids(self, project: int) -> list[int]:
         """The id of every task of the project."""
         return [t["id"] for t in self._tasks(project, labeled=None, include="id")]
 
     def annotated_ids(self, project: int) -> set[int]:
-        """The ids of the annotated tasks (labeled or only skipped): the id alone, as many as the labels."""
+        """The ids of the annotated tasks (as `annotated` counts them): the id alone, as many as the labels."""
         return {t["id"] for t in self._tasks(project, labeled=True, include="id")}
 
     def task_count(self, project: int) -> int:

@@ -55,7 +55,7 @@ from ..registry import DEFAULT_SCOPE, Registry, Superseded, Version, scope_of
 from ..settings import FAST_KINDS, Settings
 from ..stopping import StopSignal
 from ..suspects import out_of_fold_probabilities, suspect_scores
-from .policy import FAST, FULL, RetrainPolicy, connect, enqueue_once
+from .policy import FAST, FULL, SCORING_PREFIX, RetrainPolicy, connect, enqueue_once
 from .pool import Pool, PoolStore
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,11 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
         _progress(stage="waiting for labels", labels=len(labels), label_counts=dict(counts))
         return {"status": "cold_start", "label_counts": dict(counts), "needed_per_class": settings.min_labels_per_class}
     unlabeled = pool.without(annotated)
-    # Tasks imported from now on are newer than every task this run scores: score_new_tasks takes them.
+    # Tasks imported from now on, or not read yet, are newer than every task this run scores: score_new_tasks
+    # takes them.
     through = pool.through
+    if synced.more:
+        enqueue_once(queue, SCORING_PREFIX, score_new_tasks, project, "score new tasks")
     read_seconds = time.time() - started
 
     # The project's own version: the default scope's (which serves projects without one) was measured on other
@@ -258,6 +261,8 @@ def score_new_tasks(project: int) -> dict:
             # A project never switched by a round (new, its tasks just imported): its queue is this window.
             client.set_model_version(project, serving.name)
     policy.scored(project, pool.through)
+    if synced.more:  # a large import: the next batch in a job of its own, after what waits in the queue
+        enqueue_once(policy.queue, SCORING_PREFIX, score_new_tasks, project, "score new tasks")
     result = {
         "status": "written" if len(new) else "nothing_new",
         "version": serving.name,

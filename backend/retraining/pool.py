@@ -4,7 +4,8 @@ every unlabeled tweet with one sparse product.
 MODEL_DIR/.pools/<project>/ holds every task of the project the worker has seen, annotated or not: its id, its
 text and its TF-IDF row under the pool's n-gram vocabulary, in segments written once (merged as they pile up) that a
 manifest names. `PoolStore.sync` brings it up to date:
-- the tasks created since: those whose id is past the newest it holds (Label Studio numbers tasks in order);
+- the tasks created since: those whose id is past the newest it holds (Label Studio numbers tasks in order), at
+  most SYNC_BATCH a sync (a large import is read by several jobs in turn, each writing its window);
 - when the project's task count (one request) then differs from the pool's, the project's ids, listed once: tasks
   deleted in Label Studio leave the pool, tasks it missed (an import committed out of order) are read.
 A task whose text is edited in Label Studio keeps its old text here; deleting the folder rebuilds the pool.
@@ -55,6 +56,9 @@ FORMAT = 1
 # and the pool's rows are all transformed again at each fit.
 VOCABULARY_MAX_TEXTS = 20_000
 GRACE_SECONDS = 600
+# New tasks read per sync: a job reads and transforms this many in seconds (Label Studio lists about 2,000 tasks a
+# second); a larger import is read by jobs in turn (`more`), each of which writes its window.
+SYNC_BATCH = 20_000
 
 
 @dataclass
@@ -165,6 +169,7 @@ class SyncReport:
     removed: int = 0
     reconciled: bool = False
     refitted: bool = False
+    more: bool = False  # the batch was full: more new tasks wait to be read
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -234,7 +239,7 @@ class PoolStore:
     def current(self, client: LabelStudioClient, config: LabelConfig) -> Pool:
         """What the pool holds, as the worker left it; synced here only when the worker never made it."""
         pool = self.read()
-        return pool if len(pool) or pool.textless else self.sync(client, config)[0]
+        return pool if len(pool) or pool.textless else self.sync(client, config, batch=None)[0]
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -246,14 +251,19 @@ class PoolStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def sync(self, client: LabelStudioClient, config: LabelConfig) -> tuple[Pool, SyncReport]:
-        """The pool brought up to date with the project in Label Studio (see the module's docstring)."""
+    def sync(
+        self, client: LabelStudioClient, config: LabelConfig, *, batch: int | None = SYNC_BATCH
+    ) -> tuple[Pool, SyncReport]:
+        """The pool brought up to date with the project in Label Studio (see the module's docstring), by at most
+        `batch` new tasks (None: all); `more` in the report when others wait."""
         started, report = time.time(), SyncReport()
         with self._locked():
             pool = self.read()
-            new = client.tasks(self.project, config, after=pool.through)
+            new = client.tasks(self.project, config, after=pool.through, limit=batch)
+            report.more = batch is not None and len(new) >= batch
             held = len(pool) + len(pool.textless)
-            if held + len(new) != client.task_count(self.project):
+            # While new tasks wait, the count cannot agree: it is compared once they are read.
+            if not report.more and held + len(new) != client.task_count(self.project):
                 # Tasks deleted (or some missed): the ids settle it, once; the rest of a round never lists them all.
                 report.reconciled = True
                 ids = set(client.task_ids(self.project))
@@ -261,7 +271,8 @@ class PoolStore:
                 report.removed = len(known - ids)
                 missed = ids - known
                 if missed:
-                    new += [t for t in client.tasks(self.project, config, after=min(missed) - 1) if t[0] in missed]
+                    since = client.tasks(self.project, config, after=min(missed) - 1, limit=None)
+                    new += [t for t in since if t[0] in missed]
                 pool = self._remove(pool, known - ids)
             report.added = len(new)
             pool, report.refitted = self._add(pool, new)

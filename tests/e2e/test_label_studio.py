@@ -480,3 +480,9 @@ def test_the_client_reads_labels_and_unlabeled_tasks_as_a_training_needs(label_s
     # Imported after a task: the ones with a greater id (Label Studio numbers tasks in order).
     assert [t.id for t in client.unlabeled(project, config, after=ids[3])] == [ids[4]]
     assert [t.id for t in client.unlabeled(project, config, unscored=True, after=ids[1])] == [ids[4]]
+    # What the worker's pool reads: every task in id order, a page at a time past the last id read; the annotated
+    # ids (a task only skipped counts as unannotated, as above); the count.
+    assert client.tasks(project, config) == list(zip(ids, texts, strict=True))
+    assert client.tasks(project, config, after=ids[0], limit=2) == [(ids[1], texts[1]), (ids[2], texts[2])]
+    assert client.annotated_ids(project) == client.annotated(project, config)[1] == {ids[0], ids[2]}
+    assert sorted(client.task_ids(project)) == ids and client.task_count(project) == 5
