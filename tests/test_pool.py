@@ -178,3 +178,14 @@ def test_a_large_import_is_read_in_batches_without_a_reconciliation_in_between(t
     assert report.more and second.after(first.through).ids.tolist() == list(range(21, 41))
     last, report = store(tmp_path).sync(project, CONFIG, batch=20)
     assert not report.more and not report.reconciled and len(last) == 50 and ("task_ids",) not in project.calls
+
+
+def test_a_task_deleted_between_reading_the_new_ones_and_the_ids_is_not_added(tmp_path):
+    class Racing(Project):
+        def task_count(self, project):
+            self.texts.pop(max(self.texts), None)  # deleted right after the new tasks were read
+            return len(self.texts)
+
+    project = Racing(10)
+    pool, report = store(tmp_path).sync(project, CONFIG)
+    assert report.reconciled and pool.ids.tolist() == list(range(1, 10)) and 10 not in pool.textless

@@ -269,6 +269,7 @@ class PoolStore:
                 ids = set(client.task_ids(self.project))
                 known = set(pool.ids.tolist()) | pool.textless | {i for i, _ in new}
                 report.removed = len(known - ids)
+                new = [t for t in new if t[0] in ids]  # created and deleted between the two reads
                 missed = ids - known
                 if missed:
                     since = client.tasks(self.project, config, after=min(missed) - 1, limit=None)
