@@ -28,7 +28,15 @@ from .labelstudio.label_config import parse_label_config
 from .labelstudio.project_setup import WEBHOOK_HEADER
 from .model_store import ModelStore
 from .registry import PROJECT_ID, scope_of
-from .retraining.policy import ANNOTATION_ACTIONS, IMPORT_ACTION, TRAIN_ACTION, RetrainPolicy, connect
+from .retraining.policy import (
+    ANNOTATION_ACTIONS,
+    DELETE_ACTION,
+    IMPORT_ACTION,
+    MAX_DELETED_IDS,
+    TRAIN_ACTION,
+    RetrainPolicy,
+    connect,
+)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,15 +166,21 @@ def create_app(
         action = body.get("action")
         if not isinstance(action, str) or not action:
             raise BadRequest("a webhook body needs `action`")
-        if action not in ANNOTATION_ACTIONS and action not in (TRAIN_ACTION, IMPORT_ACTION):
+        if action not in ANNOTATION_ACTIONS and action not in (TRAIN_ACTION, IMPORT_ACTION, DELETE_ACTION):
             # Only known actions become metric labels: a label per forged action string would grow /metrics.
             metrics.WEBHOOKS.labels("other", "ignored").inc()
             return jsonify(status="ignored", action=action[:100])
         project = _webhook_project(body)
         annotations = body.get("annotations")  # ANNOTATIONS_CREATED/DELETED carry a list
         count = min(len(annotations), 1000) if isinstance(annotations, list) and annotations else 1
+        tasks = body.get("tasks") if action == DELETE_ACTION else None  # TASKS_DELETED: [{"id": ...}]
+        task_ids = [
+            t["id"]
+            for t in (tasks[:MAX_DELETED_IDS] if isinstance(tasks, list) else [])
+            if isinstance(t, dict) and isinstance(t.get("id"), int) and not isinstance(t["id"], bool) and t["id"] > 0
+        ]
         try:
-            decision, job = policy.on_event(project, action, count)
+            decision, job = policy.on_event(project, action, count, task_ids)
         except AuthenticationError as exc:
             log.error(
                 "webhook %s for project %s not queued, Redis refused REDIS_URL's password: %s", action, project, exc

@@ -272,3 +272,20 @@ def test_every_key_of_the_policy_expires(queue):
     keys = [k.decode() for k in redis.keys("al:*")]
     assert {"al:424242:fast:new", f"al:{PROJECT}:fast:queued", f"al:{PROJECT}:scored-through"} <= set(keys)
     assert all(0 < redis.ttl(k) <= 7 * 24 * 3600 for k in keys), {k: redis.ttl(k) for k in keys}
+
+
+def test_deleted_tasks_wait_for_the_pool_and_queue_nothing(trained_model_dir, redis_server, monkeypatch):
+    """TASKS_DELETED (Label Studio's Data Manager, its API): the ids wait in Redis for the pool's next sync; a
+    forged or odd entry is dropped, and the ids kept are bounded."""
+    settings = Settings(model_dir=trained_model_dir, redis_url=redis_server.url, rq_queue="test-del")
+    client = create_app(settings).test_client()
+    tasks = [{"id": 5}, {"id": 6}, {"id": "7"}, {"id": True}, {"id": -1}, "8", {"other": 9}]
+    answer = _webhook(client, "TASKS_DELETED", tasks=tasks)
+    assert answer.status_code == 200 and answer.json["status"] == "counted"
+    policy = RetrainPolicy.from_settings(settings)
+    assert policy.deleted_ids(PROJECT) == {5, 6} and len(policy.queue) == 0
+    policy.forget_deleted(PROJECT, {5})
+    assert policy.deleted_ids(PROJECT) == {6}
+    monkeypatch.setattr("backend.retraining.policy.MAX_DELETED_IDS", 3)
+    policy.deleted(PROJECT, [10, 11, 12, 13])
+    assert policy.deleted_ids(PROJECT) == {6, 10, 11}

@@ -189,3 +189,16 @@ def test_a_task_deleted_between_reading_the_new_ones_and_the_ids_is_not_added(tm
     project = Racing(10)
     pool, report = store(tmp_path).sync(project, CONFIG)
     assert report.reconciled and pool.ids.tolist() == list(range(1, 10)) and 10 not in pool.textless
+
+
+def test_tasks_label_studio_said_it_deleted_are_dropped_without_listing_the_ids(tmp_path):
+    project = Project(10)
+    store(tmp_path).sync(project, CONFIG)
+    del project.texts[4], project.texts[7]
+    project.calls.clear()
+    pool, report = store(tmp_path).sync(project, CONFIG, deleted=[4, 7, 99])
+    assert report.removed == 2 and not report.reconciled and ("task_ids",) not in project.calls
+    assert 4 not in pool.ids.tolist() and len(store(tmp_path).read()) == 8
+    # An id deleted by a forged event: the count finds the pool short, and the listing reads it again.
+    pool, report = store(tmp_path).sync(project, CONFIG, deleted=[5])
+    assert report.reconciled and 5 in pool.ids.tolist() and len(pool) == 8

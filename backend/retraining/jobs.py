@@ -44,7 +44,7 @@ from transformers import TrainerCallback
 
 from ..errors import BackendError
 from ..labelstudio.client import LabeledTask, LabelStudioClient
-from ..labelstudio.label_config import parse_label_config
+from ..labelstudio.label_config import LabelConfig, parse_label_config
 from ..labelstudio.project_setup import SUSPECT_KEY, not_connected
 from ..models.base import label_shortfall
 from ..models.loader import load_version
@@ -56,7 +56,7 @@ from ..settings import FAST_KINDS, Settings
 from ..stopping import StopSignal
 from ..suspects import out_of_fold_probabilities, suspect_scores
 from .policy import FAST, FULL, SCORING_PREFIX, RetrainPolicy, connect, enqueue_once
-from .pool import Pool, PoolStore
+from .pool import Pool, PoolStore, SyncReport
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def _train(project: int, tier: str, settings: Settings, queue: Queue) -> dict:
     config = parse_label_config(xml)
     # The project's tasks as the worker holds them, brought up to date (only what changed is read), and the
     # annotated ones (as many as the labels): the unlabeled pool is the rest.
-    pool, synced = PoolStore.of(settings, project).sync(client, config)
+    pool, synced = sync_pool(settings, RetrainPolicy.from_settings(settings, queue.connection), client, project, config)
     labeled, annotated = client.annotated(project, config)
     texts, labels = [t.text for t in labeled], [t.label for t in labeled]
     counts = Counter(labels)
@@ -242,13 +242,12 @@ def score_new_tasks(project: int) -> dict:
         log.warning("project %s: new tasks not scored: %s", project, problem)
         return {"status": "not_connected", "reason": problem}
     xml = client.label_config(project)
-    store = PoolStore.of(settings, project)
-    held_through = store.read().through
-    pool, synced = store.sync(client, parse_label_config(xml))
+    policy = RetrainPolicy.from_settings(settings, _queue(settings).connection)
+    held_through = PoolStore.of(settings, project).read().through
+    pool, synced = sync_pool(settings, policy, client, project, parse_label_config(xml))
     serving = registry.resolve(project)
     if serving is None:
         return {"status": "no_model", "pool": synced.as_dict()}  # cold start: the first training scores every task
-    policy = RetrainPolicy.from_settings(settings, _queue(settings).connection)
     # Redis lost the mark: the tasks the pool held before were scored by the round or the job that read them.
     new = pool.after(policy.scored_through(project) or held_through)
     if len(new):
@@ -294,7 +293,7 @@ def refresh_suspects(project: int) -> dict:
     client = LabelStudioClient.from_settings(settings)
     try:
         config = parse_label_config(client.label_config(project))
-        pool, _ = PoolStore.of(settings, project).sync(client, config)
+        pool, _ = sync_pool(settings, policy, client, project, config)
         labeled, annotated = client.annotated(project, config)
         unlabeled = pool.without(annotated)
     except BackendError as exc:  # Label Studio down past its retries, or the project deleted since the run
@@ -398,7 +397,8 @@ def enqueue_rescoring(
     if xml is None or tasks is None:
         client = LabelStudioClient.from_settings(settings)
         xml = xml or client.label_config(project)
-        pool, _ = PoolStore.of(settings, project).sync(client, parse_label_config(xml))
+        policy = RetrainPolicy.from_settings(settings, queue.connection)
+        pool, _ = sync_pool(settings, policy, client, project, parse_label_config(xml))
         tasks, through = _pairs(pool.without(client.annotated_ids(project))), pool.through
     size = settings.rescore_chunk
     chunk_jobs = [
@@ -521,6 +521,16 @@ def score_chunk(project: int, version: str, label_config: str, tasks: list[list]
         "window": most_uncertain(predictions, settings.queue_window),
         "seconds": round(time.time() - started, 2),
     }
+
+
+def sync_pool(
+    settings: Settings, policy: RetrainPolicy, client: LabelStudioClient, project: int, config: LabelConfig
+) -> tuple[Pool, SyncReport]:
+    """The project's pool synced, the tasks Label Studio said it deleted (TASKS_DELETED) dropped first."""
+    deleted = policy.deleted_ids(project)
+    synced = PoolStore.of(settings, project).sync(client, config, deleted=deleted)
+    policy.forget_deleted(project, deleted)
+    return synced
 
 
 def _pairs(pool: Pool) -> list[list]:

@@ -49,6 +49,10 @@ TRAIN_ACTION = "START_TRAINING"
 # Tasks imported into Label Studio: scored by the serving version at once (jobs.score_new_tasks), no training.
 IMPORT_ACTION = "TASKS_CREATED"
 SCORE_FUNC = "backend.retraining.jobs.score_new_tasks"
+# Tasks deleted in Label Studio: their ids wait in Redis for the next sync of the project's pool, which then drops
+# them without listing the project's ids (its task count still checks the pool: a forged event costs a listing).
+DELETE_ACTION = "TASKS_DELETED"
+MAX_DELETED_IDS = 100_000
 # The id of a project's job that scores newly imported tasks, before `<project>-<random>`: at most one waits.
 SCORING_PREFIX = "score-"
 TRAIN_FUNC = "backend.retraining.jobs.train_project"
@@ -85,6 +89,10 @@ def _keys(project: int, tier: str) -> dict[str, str]:
 
 def _suspects_key(project: int) -> str:
     return f"al:{project}:suspects"
+
+
+def _deleted_key(project: int) -> str:
+    return f"al:{project}:deleted"
 
 
 def _scored_key(project: int) -> str:
@@ -181,9 +189,15 @@ class RetrainPolicy:
             job_timeout=settings.train_timeout,
         )
 
-    def on_event(self, project: int, action: str, count: int = 1) -> tuple[Decision, str | None]:
+    def on_event(
+        self, project: int, action: str, count: int = 1, task_ids: list[int] | None = None
+    ) -> tuple[Decision, str | None]:
         """Count annotation events per tier and request a tier's run when its count is reached, or the most
-        thorough tier at once on START_TRAINING. Returns the most consequential decision and its job id."""
+        thorough tier at once on START_TRAINING; keep the ids of deleted tasks (`task_ids`) for the pool. Returns
+        the most consequential decision and its job id."""
+        if action == DELETE_ACTION:
+            self.deleted(project, task_ids or [])
+            return Decision.COUNTED, None
         if action == TRAIN_ACTION:
             return self.request(project, self.on_demand)
         if action == IMPORT_ACTION:
@@ -270,6 +284,22 @@ class RetrainPolicy:
     def run_due(self, project: int) -> bool:
         """Whether a training run of `project` (any tier) is queued, or due after the one in progress."""
         return any(state["queued"] or state["rerun"] for state in (self.state(project, t) for t in self.cadence))
+
+    def deleted(self, project: int, task_ids: list[int]) -> None:
+        """Label Studio deleted these tasks (TASKS_DELETED): kept for the pool's next sync, at most MAX_DELETED_IDS."""
+        key = _deleted_key(project)
+        room = MAX_DELETED_IDS - int(self.redis.scard(key))
+        if task_ids and room > 0:
+            self.redis.sadd(key, *task_ids[:room])
+            self.redis.expire(key, KEY_TTL_SECONDS)
+
+    def deleted_ids(self, project: int) -> set[int]:
+        return {int(i) for i in self.redis.smembers(_deleted_key(project))}
+
+    def forget_deleted(self, project: int, task_ids: set[int]) -> None:
+        """The pool has dropped these."""
+        if task_ids:
+            self.redis.srem(_deleted_key(project), *task_ids)
 
     def scored(self, project: int, task_id: int) -> None:
         """Tasks up to `task_id` were scored by a round or an import's job."""

@@ -252,13 +252,22 @@ class PoolStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def sync(
-        self, client: LabelStudioClient, config: LabelConfig, *, batch: int | None = SYNC_BATCH
+        self,
+        client: LabelStudioClient,
+        config: LabelConfig,
+        *,
+        batch: int | None = SYNC_BATCH,
+        deleted: Collection[int] = (),
     ) -> tuple[Pool, SyncReport]:
         """The pool brought up to date with the project in Label Studio (see the module's docstring), by at most
-        `batch` new tasks (None: all); `more` in the report when others wait."""
+        `batch` new tasks (None: all); `more` in the report when others wait. `deleted`: tasks Label Studio said it
+        deleted (TASKS_DELETED), dropped first; the task count checks the rest."""
         started, report = time.time(), SyncReport()
         with self._locked():
             pool = self.read()
+            gone = (set(pool.ids.tolist()) | pool.textless) & set(deleted)
+            pool = self._remove(pool, gone)
+            report.removed = len(gone)
             new = client.tasks(self.project, config, after=pool.through, limit=batch)
             report.more = batch is not None and len(new) >= batch
             held = len(pool) + len(pool.textless)
@@ -268,7 +277,7 @@ class PoolStore:
                 report.reconciled = True
                 ids = set(client.task_ids(self.project))
                 known = set(pool.ids.tolist()) | pool.textless | {i for i, _ in new}
-                report.removed = len(known - ids)
+                report.removed += len(known - ids)
                 new = [t for t in new if t[0] in ids]  # created and deleted between the two reads
                 missed = ids - known
                 if missed:
