@@ -41,6 +41,8 @@ def setup_demo(
     does it in the background)."""
     # Imported here: DEMO and read_demo stay importable without Label Studio's SDK (tests/test_device.py on a
     # GPU machine, scripts/benchmark_training.py).
+    import requests
+
     from ..labelstudio.label_config import default_label_config
     from ..labelstudio.project_setup import request_training, setup_project
 
@@ -55,7 +57,12 @@ def setup_demo(
         backend_auth=backend_auth,
         webhook_secret=webhook_secret,
     )
-    if report.model_version is None:
+    # The project's own versions: a default version may serve (and have scored the import) meanwhile.
+    answer = requests.get(
+        f"{backend_url.rstrip('/')}/versions", params={"project": report.project}, auth=backend_auth, timeout=10
+    )
+    answer.raise_for_status()
+    if not answer.json()["versions"]:
         request_training(backend_url, report.project, backend_auth, webhook_secret)
         report.training_requested = True
     return report
