@@ -50,7 +50,7 @@ from ..models.base import label_shortfall
 from ..models.loader import load_version
 from ..models.training import train_version
 from ..models.transformer import TransformerClassifier
-from ..predictions import NO_PREDICTION, in_config_order, predict_tasks, window
+from ..predictions import in_config_order, window
 from ..registry import DEFAULT_SCOPE, Registry, Superseded, Version, scope_of
 from ..settings import FAST_KINDS, Settings
 from ..stopping import StopSignal
@@ -470,55 +470,40 @@ def most_uncertain(predictions: list[dict], size: int) -> list[dict]:
 
 
 def score_pool(project: int, version: str, label_config: str, pool: Pool, settings: Settings) -> dict:
-    """score_chunk for a pool: the QUEUE_WINDOW most uncertain of its tasks under `version`, and how many it scored;
-    only the window's predictions are built."""
-    serving = _serving(project, version, settings)
-    if serving is None:
-        return {"status": "superseded", "version": version}
-    started = time.time()
-    config = parse_label_config(label_config)
-    classifier = load_version(serving, settings)
-    _progress(stage="scoring", version=version, tasks=len(pool))
-    if not classifier.serves(config.classes) or not len(pool):
-        return {"status": "scored", "version": version, "scored": 0, "window": [], "seconds": 0.0}
-    probs = in_config_order(classifier, config, pool.probabilities(classifier))
-    return {
-        "status": "scored",
-        "version": version,
-        "scored": len(pool),
-        "window": window(pool.ids, probs, config, settings.uncertainty, classifier.version, settings.queue_window),
-        "seconds": round(time.time() - started, 2),
-    }
+    """score_chunk for a pool (a linear version under its vocabulary: one sparse product)."""
+    return _window_of(project, version, label_config, settings, pool.ids, pool.probabilities)
 
 
 def score_chunk(project: int, version: str, label_config: str, tasks: list[list]) -> dict:
-    """Predictions of `version` for [task id, text] pairs; only the QUEUE_WINDOW most uncertain are kept (the
-    window is never wider, whatever the other chunks hold)."""
-    settings = _settings()
+    """The QUEUE_WINDOW most uncertain of [task id, text] pairs under `version` (the window is never wider,
+    whatever the other chunks hold), and how many it scored; only the window's predictions are built."""
+    ids, texts = np.array([i for i, _ in tasks], dtype=np.int64), [text for _, text in tasks]
+    return _window_of(project, version, label_config, _settings(), ids, lambda c: c.predict_proba(texts))
+
+
+def _window_of(
+    project: int,
+    version: str,
+    label_config: str,
+    settings: Settings,
+    ids: np.ndarray,
+    probabilities: Callable[[Any], np.ndarray],
+) -> dict:
     serving = _serving(project, version, settings)
     if serving is None:
         return {"status": "superseded", "version": version}
     started = time.time()
     config = parse_label_config(label_config)
     classifier = load_version(serving, settings)
-    _progress(stage="scoring", version=version, tasks=len(tasks))
-    results = predict_tasks(
-        classifier,
-        config,
-        [{"id": i, "data": {config.data_key: text}} for i, text in tasks],
-        strategy=settings.uncertainty,
-        max_chars=settings.max_text_chars,
-    )
-    predictions = [
-        {"task": task_id, **result}
-        for (task_id, _), result in zip(tasks, results, strict=True)
-        if result is not NO_PREDICTION
-    ]
+    _progress(stage="scoring", version=version, tasks=len(ids))
+    if not classifier.serves(config.classes) or not len(ids):
+        return {"status": "scored", "version": version, "scored": 0, "window": [], "seconds": 0.0}
+    probs = in_config_order(classifier, config, probabilities(classifier))
     return {
         "status": "scored",
         "version": version,
-        "scored": len(predictions),
-        "window": most_uncertain(predictions, settings.queue_window),
+        "scored": len(ids),
+        "window": window(ids, probs, config, settings.uncertainty, classifier.version, settings.queue_window),
         "seconds": round(time.time() - started, 2),
     }
 
